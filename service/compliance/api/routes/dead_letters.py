@@ -1,0 +1,106 @@
+"""Dead-letter reads and replays."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from compliance.api.deps import AdminAuth, ServicesDep
+from compliance.api.errors import APIError
+from compliance.store.dead_letters import DeadLetterFilter
+from compliance.store.records import DeadLetter
+
+router = APIRouter(dependencies=[AdminAuth])
+
+
+class DeadLetterPage(BaseModel):
+    """A page of dead letters, newest first."""
+
+    items: list[DeadLetter]
+    offset: int
+    limit: int
+    total: int
+
+
+@router.get("/dead-letters", response_model=DeadLetterPage)
+async def list_dead_letters(
+    services: ServicesDep,
+    error_type: Annotated[str | None, Query(max_length=64)] = None,
+    destination: Annotated[str | None, Query(max_length=2048)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> DeadLetterPage:
+    """Dead letters filtered by error type and destination prefix."""
+    selector = DeadLetterFilter(error_type=error_type, destination=destination)
+    items = await asyncio.to_thread(services.dead_letters.list, selector, limit=limit, offset=offset)
+    total = await asyncio.to_thread(services.dead_letters.size)
+    return DeadLetterPage(items=items, offset=offset, limit=limit, total=total)
+
+
+@router.get("/dead-letters/{webhook_id}", response_model=DeadLetter)
+async def get_dead_letter(webhook_id: str, services: ServicesDep) -> DeadLetter:
+    """One dead letter."""
+    entry = await asyncio.to_thread(services.dead_letters.get, webhook_id)
+    if entry is None:
+        raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
+    return entry
+
+
+class ReplayOne(BaseModel):
+    """Result of replaying one entry."""
+
+    webhook_id: str
+    replayed: bool
+    status_url: str
+
+
+@router.post("/dead-letters/{webhook_id}/replay", response_model=ReplayOne, status_code=202)
+async def replay_dead_letter(webhook_id: str, services: ServicesDep) -> ReplayOne:
+    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
+    outcome = await asyncio.to_thread(services.submitter.replay, webhook_id)
+    if outcome == "missing":
+        raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
+    if outcome == "busy":
+        raise APIError(409, "replay_in_progress", f"webhook {webhook_id} is being replayed")
+    return ReplayOne(webhook_id=webhook_id, replayed=True,
+                     status_url=f"/webhook-statuses/{webhook_id}")
+
+
+class BulkReplay(BaseModel):
+    """Which dead letters to replay."""
+
+    model_config = {"extra": "forbid"}
+
+    error_type: str | None = Field(default=None, max_length=64)
+    destination: str | None = Field(default=None, max_length=2048,
+                                    description="Destination URL prefix.")
+    older_than_seconds: float | None = Field(default=None, ge=0)
+    newer_than_seconds: float | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=1, le=10_000)
+    dry_run: bool = False
+
+
+class BulkReplayResult(BaseModel):
+    """Counts of a bulk replay (``matched`` only, on a dry run)."""
+
+    matched: int
+    replayed: int
+    skipped: int
+    failed: int
+    dry_run: bool
+
+
+@router.post("/dead-letters/replay", response_model=BulkReplayResult)
+async def replay_dead_letters(body: BulkReplay, services: ServicesDep) -> BulkReplayResult:
+    """Replay the selected dead letters, up to ``limit``."""
+    selector = DeadLetterFilter(
+        error_type=body.error_type, destination=body.destination,
+        older_than_seconds=body.older_than_seconds, newer_than_seconds=body.newer_than_seconds,
+    )
+    counts = await asyncio.to_thread(services.submitter.replay_many, selector,
+                                     limit=body.limit, dry_run=body.dry_run)
+    return BulkReplayResult(matched=counts.matched, replayed=counts.replayed,
+                            skipped=counts.skipped, failed=counts.failed, dry_run=body.dry_run)

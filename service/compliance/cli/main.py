@@ -1,0 +1,87 @@
+"""``compliance``: one CLI that starts every process (api, worker, dev) and operates the DLQ."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import click
+
+from compliance.cli.dlq import dlq
+from compliance.cli.dev import dev
+
+WORKER_KINDS = {
+    # kind: (pool, queues from settings attribute names)
+    "reports": ("prefork", ("queue_name",)),
+    "deliveries": ("threads", ("delivery_queue_name",)),
+    "all": ("threads", ("queue_name", "delivery_queue_name")),
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compliance-reporting")
+def cli() -> None:
+    """Compliance reporting service: API, workers, dev mode and DLQ tools."""
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")  # noqa: S104
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="uvicorn worker processes.")
+def api(host: str, port: int, workers: int) -> None:
+    """Run the HTTP API (uvicorn, app factory)."""
+    import uvicorn
+
+    from compliance.settings import Settings
+
+    Settings()  # fail fast with a clear message on bad configuration
+    if workers > 1:
+        ensure_multiproc_dir()
+    uvicorn.run("compliance.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers, log_config=None, proxy_headers=True, timeout_graceful_shutdown=20)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--kind", type=click.Choice(sorted(WORKER_KINDS)), default="all", show_default=True,
+              help="reports: prefork pool on the report queue; deliveries: thread pool on the "
+                   "webhook queue; all: both queues in one thread pool (dev).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 1024), default=None,
+              help="Pool size (default: worker_concurrency or delivery_concurrency).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED)
+def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, ...]) -> None:
+    """Run a Celery worker (SIGTERM: soft shutdown, then unfinished tasks are requeued)."""
+    # Celery takes the soft-shutdown path on SIGTERM only when SIGTERM is remapped to SIGQUIT.
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    ensure_multiproc_dir()
+    from compliance.worker.celery_app import app
+
+    pool, queue_attrs = WORKER_KINDS[kind]
+    settings = app.settings
+    queues = ",".join(getattr(settings, attr) for attr in queue_attrs)
+    if concurrency is None:
+        concurrency = settings.worker_concurrency if kind == "reports" else settings.delivery_concurrency
+    app.worker_main([
+        "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",
+        f"--loglevel={loglevel}", f"--hostname={kind}@%h", "--without-gossip", "--without-mingle",
+        *extra,
+    ])
+
+
+def ensure_multiproc_dir() -> str:
+    """Point prometheus-client at a multiprocess directory (before it is imported)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = tempfile.mkdtemp(prefix="compliance-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+cli.add_command(dev)
+cli.add_command(dlq)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

@@ -1,0 +1,1 @@
+"""Webhook delivery: retry policy, circuit breakers, signing, SSRF guard, sender, DLQ replay."""

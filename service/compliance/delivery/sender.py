@@ -1,0 +1,97 @@
+"""The only code that talks HTTP to receivers: connects to the checked address, no redirects."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from compliance.delivery.policy import ErrorType
+from compliance.delivery.ssrf import Target, _bracket
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one POST produced."""
+
+    status_code: int | None
+    error_type: ErrorType | None
+    message: str
+    duration_seconds: float
+    retry_after: str | None = None
+
+
+class Sender:
+    """A pooled HTTP client for deliveries; safe to share between threads."""
+
+    def __init__(
+        self, *, connect_timeout: float, read_timeout: float, body_cap: int, max_connections: int
+    ) -> None:
+        self._body_cap = body_cap
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            trust_env=False,  # proxies from the environment would bypass the address check
+        )
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self._client.close()
+
+    def post(self, target: Target, address: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
+        """POST ``body`` to ``address`` (already checked) while naming ``target.host``."""
+        url = f"{target.scheme}://{_bracket(address)}:{target.port}{target.path}"
+        default_port = 443 if target.scheme == "https" else 80
+        host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        started = time.monotonic()
+        try:
+            request = self._client.build_request(
+                "POST", url, content=body, headers={**headers, "host": host_header},
+                extensions=extensions,
+            )
+            response = self._client.send(request, stream=True)
+            try:
+                self._drain(response)
+            finally:
+                response.close()
+            return AttemptResult(
+                status_code=response.status_code,
+                error_type=None,
+                message=f"HTTP {response.status_code}",
+                duration_seconds=time.monotonic() - started,
+                retry_after=response.headers.get("retry-after"),
+            )
+        except httpx.TimeoutException as exc:
+            return self._error(ErrorType.TIMEOUT, exc, started)
+        except httpx.HTTPError as exc:
+            kind = ErrorType.TLS if _is_tls(exc) else ErrorType.CONNECTION
+            return self._error(kind, exc, started)
+        except OSError as exc:
+            return self._error(ErrorType.CONNECTION, exc, started)
+
+    def _drain(self, response: httpx.Response) -> None:
+        read = 0
+        for chunk in response.iter_raw():
+            read += len(chunk)
+            if read >= self._body_cap:
+                break
+
+    @staticmethod
+    def _error(kind: ErrorType, exc: BaseException, started: float) -> AttemptResult:
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        return AttemptResult(None, kind, message, time.monotonic() - started)
+
+
+def _is_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "SSL" in type(seen).__name__:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,211 @@
+"""One delivery attempt from start to decision: the engine the Celery task calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from compliance.delivery import policy, signing, ssrf
+from compliance.delivery.models import Envelope
+from compliance.delivery.policy import ErrorType
+from compliance.delivery.sender import AttemptResult, Sender
+from compliance.observability import metrics
+from compliance.settings import Settings
+from compliance.store.breakers import BreakerStore
+from compliance.store.dead_letters import DeadLetterStore
+from compliance.store.records import Attempt, DeadLetter, Status, WebhookStatus
+from compliance.store.statuses import StatusStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Followup:
+    """Send ``envelope`` again after ``delay`` seconds."""
+
+    envelope: Envelope
+    delay: float
+
+
+class Deliverer:
+    """Runs attempts; owns no I/O of its own beyond the stores and the sender it is given."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        statuses: StatusStore,
+        dead_letters: DeadLetterStore,
+        breakers: BreakerStore,
+        sender: Sender,
+        resolver: ssrf.Resolver = ssrf.system_resolver,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._s = settings
+        self._statuses = statuses
+        self._dlq = dead_letters
+        self._breakers = breakers
+        self._sender = sender
+        self._resolver = resolver
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._clock = clock
+
+    @property
+    def secrets(self) -> Sequence[str]:
+        """Active signing secrets."""
+        return [s.get_secret_value() for s in self._s.webhook_secrets]
+
+    def attempt(self, env: Envelope) -> Followup | None:
+        """Try once; returns the follow-up to schedule, or None when the webhook is settled."""
+        current = self._statuses.get(env.webhook_id)
+        if current is not None and current.status is Status.DELIVERED:
+            metrics.WEBHOOK_DUPLICATES.inc()
+            return None
+        try:
+            target = ssrf.parse_target(
+                env.url, https_only=self._s.https_only, allowed_ports=self._s.allowed_ports
+            )
+            address = ssrf.resolve_checked(
+                target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
+            )
+        except ssrf.UnsafeURLError as exc:
+            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+
+        decision, wait = self._breakers.acquire(target.origin, now=self._clock())
+        if decision == "deny":
+            return self._defer(env, target.origin, wait)
+
+        body = json.dumps(
+            {"type": env.event, "timestamp": _iso(self._clock()), "data": env.payload},
+            separators=(",", ":"), sort_keys=True,
+        )
+        headers = signing.signed_headers(
+            secrets=self.secrets, webhook_id=env.webhook_id, body=body,
+            correlation_id=env.correlation_id,
+        )
+        result = self._sender.post(target, address, body.encode(), headers)
+        return self._settle(env, target.origin, decision == "probe", result, headers)
+
+    def _settle(
+        self, env: Envelope, origin: str, was_probe: bool, result: AttemptResult,
+        headers: dict[str, str],
+    ) -> Followup | None:
+        now = self._clock()
+        outcome = (
+            policy.classify_status(result.status_code)
+            if result.status_code is not None
+            else policy.classify_error(result.error_type or ErrorType.CONNECTION)
+        )
+        breaker_result = (
+            "success" if outcome.delivered
+            else "failure" if outcome.counts_as_breaker_failure
+            else "neutral"
+        )
+        self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now)
+        metrics.WEBHOOK_DELIVERY_DURATION.observe(result.duration_seconds)
+        metrics.WEBHOOK_ATTEMPTS.labels(
+            result="delivered" if outcome.delivered else str(outcome.error_type)
+        ).inc()
+        attempt = Attempt(
+            at=now, status_code=result.status_code,
+            error_type=(outcome.error_type or "none"),
+            message=result.message, duration_seconds=round(result.duration_seconds, 4),
+        )
+        env = env.model_copy(update={"attempts": env.attempts + 1, "history": [*env.history, attempt]})
+        delay = policy.retry_delay(
+            retry_number=env.attempts,
+            status_code=result.status_code,
+            retry_after=policy.parse_retry_after(result.retry_after),
+            base=self._s.retry_base_seconds,
+            cap=self._s.retry_max_seconds,
+            retry_after_cap=self._s.retry_after_max_seconds,
+            rng=self._rng,
+        )
+        step = policy.decide(
+            outcome, attempts_made=env.attempts, max_retries=self._s.max_retries, delay_if_retry=delay
+        )
+        if step.action == "delivered":
+            self._write_status(env, Status.DELIVERED, now)
+            metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
+            log.info("webhook delivered", extra={"webhook_id": env.webhook_id,
+                                                 "attempts": env.attempts})
+            return None
+        error_type = outcome.error_type or ErrorType.INTERNAL
+        if step.action == "retry":
+            metrics.WEBHOOK_RETRIES.inc()
+            self._write_status(env, Status.RETRYING, now, error=(error_type, result.message),
+                               status_code=result.status_code, next_at=now + step.delay)
+            log.info("webhook retry scheduled", extra={
+                "webhook_id": env.webhook_id, "attempts": env.attempts,
+                "delay": round(step.delay, 3), "error_type": str(error_type)})
+            return Followup(env, step.delay)
+        return self._dead_letter(env, error_type, result.message, headers,
+                                 status_code=result.status_code)
+
+    def _defer(self, env: Envelope, origin: str, wait: float) -> Followup | None:
+        delay = policy.deferral_delay(
+            open_remaining=wait, jitter_cap=max(1.0, self._s.breaker_reset_timeout / 10),
+            rng=self._rng,
+        )
+        if env.deferred_seconds + delay > self._s.breaker_max_deferral_seconds:
+            return self._dead_letter(
+                env, ErrorType.CIRCUIT_OPEN,
+                f"circuit breaker for {origin} stayed open for {env.deferred_seconds:.0f} s", {},
+            )
+        metrics.WEBHOOK_DEFERRALS.inc()
+        env = env.model_copy(update={"deferred_seconds": env.deferred_seconds + delay})
+        now = self._clock()
+        self._write_status(env, Status.RETRYING, now,
+                           error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"),
+                           next_at=now + delay)
+        return Followup(env, delay)
+
+    def dead_letter(self, env: Envelope, error_type: ErrorType, message: str) -> None:
+        """Settle a webhook as failed from outside an attempt (poison message, time limit)."""
+        self._dead_letter(env, error_type, message, {})
+
+    def _dead_letter(
+        self, env: Envelope, error_type: ErrorType, message: str, headers: dict[str, str],
+        status_code: int | None = None,
+    ) -> None:
+        now = self._clock()
+        history = env.history
+        if not history or history[-1].error_type != error_type:
+            history = [*history, Attempt(at=now, error_type=error_type, message=message,
+                                         status_code=status_code)]
+        self._dlq.put(DeadLetter(
+            webhook_id=env.webhook_id, report_id=env.report_id, destination=env.url,
+            event=env.event, payload=env.payload, headers=signing.without_secrets(headers),
+            attempts=history, error_type=error_type, error=message,
+            correlation_id=env.correlation_id, created_at=env.created_at, failed_at=now,
+            replay_count=env.replay_count,
+        ))
+        self._write_status(env, Status.FAILED, now, error=(error_type, message),
+                           status_code=status_code)
+        metrics.WEBHOOK_DELIVERIES.labels(outcome="failed").inc()
+        metrics.DLQ_WRITES.labels(error_type=str(error_type)).inc()
+        log.warning("webhook dead-lettered", extra={
+            "webhook_id": env.webhook_id, "error_type": str(error_type), "error": message})
+
+    def _write_status(
+        self, env: Envelope, status: Status, now: float, *,
+        error: tuple[str, str] | None = None, status_code: int | None = None,
+        next_at: float | None = None,
+    ) -> None:
+        self._statuses.put(WebhookStatus(
+            webhook_id=env.webhook_id, report_id=env.report_id, destination=env.url,
+            event=env.event, status=status, attempts=env.attempts,
+            last_error=error[1] if error else None,
+            last_error_type=error[0] if error else None,
+            last_status_code=status_code, next_attempt_at=next_at,
+            created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
+        ))
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

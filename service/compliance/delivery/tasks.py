@@ -1,0 +1,63 @@
+"""Celery task for webhook delivery: parse, call the engine, schedule the follow-up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from asgi_correlation_id import correlation_id
+from celery import Task, shared_task
+
+from compliance.delivery.models import Envelope
+from compliance.delivery.policy import ErrorType
+from compliance.observability import metrics
+from compliance.store import keys
+from compliance.worker.app import DELIVER_TASK
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(app: Any, env: Envelope, *, queue: str, countdown: float | None = None) -> None:
+    """Publish a delivery message; logs show the webhook id, never the payload."""
+    app.send_task(
+        DELIVER_TASK, args=[env.model_dump(mode="json")], countdown=countdown, queue=queue,
+        argsrepr=f"<webhook {env.webhook_id} attempt {env.attempts + 1}>", kwargsrepr="{}",
+        headers={"correlation_id": env.correlation_id} if env.correlation_id else None,
+    )
+
+
+@shared_task(name=DELIVER_TASK, bind=True, ignore_result=True)
+def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
+    """Deliver one webhook attempt; retries are new messages with a countdown."""
+    from compliance.worker.runtime import get_runtime
+
+    started = time.monotonic()
+    settings = self.app.settings
+    rt = get_runtime(settings)
+    env = Envelope.model_validate(envelope)
+    if env.correlation_id:
+        correlation_id.set(env.correlation_id)
+    # Count runs of this logical attempt: the broker redelivers after a crash, and a message
+    # that keeps killing workers (or failing inside) must end in the DLQ, not loop forever.
+    runs_key = (f"{keys.DELIVERY_RUNS_PREFIX}{env.webhook_id}:{env.replay_count}:"
+                f"{env.attempts}:{env.deferred_seconds:.3f}")
+    runs = int(rt.redis.incr(runs_key))
+    rt.redis.expire(runs_key, settings.broker_visibility_timeout * (settings.max_redeliveries + 1))
+    if runs > settings.max_redeliveries:
+        rt.deliverer.dead_letter(env, ErrorType.POISON,
+                                 f"attempt started {runs} times without finishing")
+        metrics.TASKS.labels(task="deliver_webhook", state="poison").inc()
+        return
+    try:
+        followup = rt.deliverer.attempt(env)
+    except Exception as exc:
+        # Redis hiccup or a bug: try the same attempt again later; never drop the webhook.
+        metrics.TASKS.labels(task="deliver_webhook", state="error").inc()
+        log.exception("delivery attempt crashed; will run again", extra={"webhook_id": env.webhook_id})
+        raise self.retry(exc=exc, countdown=min(60, 2**runs), max_retries=None) from exc
+    if followup is not None:
+        enqueue(self.app, followup.envelope, queue=settings.delivery_queue_name,
+                countdown=followup.delay)
+    metrics.TASKS.labels(task="deliver_webhook", state="done").inc()
+    metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)

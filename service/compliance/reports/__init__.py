@@ -1,0 +1,1 @@
+"""Compliance reports: facade, storage and the report workflow."""

@@ -1,0 +1,1 @@
+"""Celery tasks of the report workflow (filled by the reports work)."""

@@ -1,0 +1,218 @@
+"""The one settings class of the service processes (api, worker, dlq CLI).
+
+Every value comes from a ``COMPLIANCE_``-prefixed environment variable. Defaults are the
+production-safe ones; dev mode relaxes them explicitly and says so at start.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "admin", "password", "dev"}
+
+
+def _split_csv(value: object) -> object:
+    """Accept ``a,b,c`` (what people type) as well as a JSON list for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Configuration of the API, the workers and the CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="COMPLIANCE_", extra="ignore", frozen=True)
+
+    # --- mode -----------------------------------------------------------------------------
+    # Dev mode: no API keys required, loopback webhook targets allowed, placeholder secrets ok.
+    dev_mode: bool = False
+    # Log level for every process (JSON logs on stdout).
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- redis ------------------------------------------------------------------------------
+    # Redis URL: broker, status store, DLQ and breaker state all live here.
+    redis_url: str = "redis://localhost:6379/0"
+    # Connection pool size per process; must cover every thread that talks to Redis at once.
+    redis_max_connections: int = Field(default=200, ge=4, le=10_000)
+    # Socket timeout for Redis calls, seconds.
+    redis_socket_timeout: float = Field(default=5.0, gt=0)
+
+    # --- queues and celery (seed values, made safe) ------------------------------------------
+    # Queue for report generation (CPU, long); `llen compliance-compliance_queue` counts it.
+    queue_name: str = "compliance_queue"
+    # Queue for webhook deliveries (I/O, short), consumed by a high-concurrency thread pool.
+    delivery_queue_name: str = "compliance_webhooks"
+    # kombu global_keyprefix: every broker key starts with it.
+    broker_key_prefix: str = "compliance-"
+    # Prefork processes of the report worker (the seed's concurrency=4).
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    # Threads of the delivery worker: deliveries in flight per delivery worker process.
+    delivery_concurrency: int = Field(default=64, ge=1, le=1024)
+    # Prefetch multiplier (seed: 1, FIFO and no hoarding).
+    worker_prefetch_multiplier: int = Field(default=1, ge=1, le=16)
+    # Hard time limit of a report task, seconds (seed: one hour).
+    task_time_limit: int = Field(default=3600, ge=1)
+    # Soft time limit of a report task; its handler marks the report failed before the hard kill.
+    task_soft_time_limit: int = Field(default=3540, ge=1)
+    # Hard time limit of one delivery attempt task, seconds.
+    delivery_task_time_limit: int = Field(default=120, ge=1)
+    # Broker visibility timeout: an unacked message is redelivered after this many seconds.
+    broker_visibility_timeout: int = Field(default=7200, ge=1)
+    # Seconds a worker keeps running tasks after SIGTERM before it requeues them (soft shutdown).
+    worker_soft_shutdown_timeout: float = Field(default=60.0, ge=0)
+    # Deliveries of one message beyond this count are treated as a poison message (DLQ).
+    max_redeliveries: int = Field(default=5, ge=1)
+
+    # --- status and DLQ retention (seed contract) --------------------------------------------
+    # TTL of a `delivered` status record, seconds (30 min).
+    status_ttl_delivered: int = Field(default=1800, ge=1)
+    # TTL of a `pending`, `retrying` or `failed` status record, seconds (7 days).
+    status_ttl_open: int = Field(default=604_800, ge=1)
+    # TTL of a dead-letter entry, seconds (30 days).
+    dead_letter_ttl: int = Field(default=2_592_000, ge=1)
+
+    # --- retries ----------------------------------------------------------------------------
+    # Retries after the first attempt (seed: 3).
+    max_retries: int = Field(default=3, ge=0, le=10)
+    # Base of the exponential backoff, seconds: attempt n waits up to base * 2**n (full jitter).
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    # Cap of one backoff delay, seconds.
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+    # Cap on a receiver's Retry-After, seconds; must stay below the visibility timeout.
+    retry_after_max_seconds: float = Field(default=1800.0, gt=0)
+
+    # --- circuit breakers ----------------------------------------------------------------------
+    # Consecutive counted failures that open a destination's breaker.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    # Seconds a breaker stays open before one half-open probe is let through.
+    breaker_reset_timeout: float = Field(default=60.0, gt=0)
+    # Total seconds a delivery may be deferred by open breakers before it is dead-lettered.
+    breaker_max_deferral_seconds: float = Field(default=3600.0, ge=0)
+
+    # --- outbound HTTP (SSRF guard) --------------------------------------------------------------
+    # Allow webhook targets on loopback (dev and tests only).
+    allow_loopback_targets: bool = False
+    # Refuse plain http targets.
+    https_only: bool = False
+    # Ports a webhook target may use; empty means any port.
+    allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443, 8080, 8443])
+    # Connect timeout of one delivery, seconds.
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # Read timeout of one delivery, seconds.
+    read_timeout: float = Field(default=15.0, gt=0)
+    # Bytes of a receiver's response body read at most.
+    response_body_cap: int = Field(default=16_384, ge=0)
+
+    # --- signing ---------------------------------------------------------------------------------
+    # Standard Webhooks secrets (`whsec_...`); every listed secret signs, so rotation is seamless.
+    webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+
+    # --- API ------------------------------------------------------------------------------------
+    # API keys for admin endpoints (cleanup, replay, breaker reset). Sent as `X-API-Key`.
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # API keys for producers (submitting reports and webhooks). Admin keys are accepted too.
+    producer_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Largest accepted request body, bytes; larger gets 413.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Queue length past which the API sheds load with 503 + Retry-After.
+    max_queue_length: int = Field(default=10_000, ge=1)
+    # Seconds the API suggests in Retry-After when it sheds load.
+    shed_retry_after_seconds: int = Field(default=30, ge=1)
+    # Seconds slow /health probes (celery ping, storage probe) are cached.
+    health_cache_seconds: float = Field(default=5.0, ge=0)
+    # Seconds to wait for workers to answer the /health ping.
+    health_celery_timeout: float = Field(default=1.0, gt=0)
+    # Public base URL of the API, used for links in webhooks.
+    public_base_url: str = "http://localhost:8000"
+    # Page size cap for listings.
+    max_page_size: int = Field(default=500, ge=1)
+
+    # --- reports ------------------------------------------------------------------------------------
+    # Import path of the ComplianceFacade implementation.
+    facade_class: str = "compliance.reports.engine:BuiltinFacade"
+    # Report storage backend.
+    storage_backend: Literal["filesystem", "s3"] = "filesystem"
+    # Directory of the filesystem storage backend.
+    storage_dir: Path = Path("./data/reports")
+    # S3 bucket of the s3 storage backend.
+    s3_bucket: str = ""
+    # Key prefix inside the S3 bucket.
+    s3_prefix: str = "reports/"
+    # Endpoint URL for S3-compatible servers (empty: AWS).
+    s3_endpoint_url: str = ""
+    # Largest evidence document accepted, bytes of JSON.
+    max_evidence_bytes: int = Field(default=262_144, ge=1)
+
+    # --- metrics --------------------------------------------------------------------------------------
+    # Port of a worker's Prometheus endpoint (0 disables it).
+    worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
+
+    _split = field_validator(
+        "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys", mode="before"
+    )(_split_csv)
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _whsec(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for secret in secrets:
+            if not secret.get_secret_value().startswith("whsec_"):
+                raise ValueError("webhook secrets must be in whsec_<base64> form")
+        return secrets
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("task_soft_time_limit must be below task_time_limit")
+        longest_wait = max(
+            self.retry_max_seconds,
+            self.retry_after_max_seconds,
+            self.breaker_reset_timeout * 2,
+        )
+        longest_task = max(self.task_time_limit, self.delivery_task_time_limit)
+        if self.broker_visibility_timeout <= longest_task + longest_wait:
+            raise ValueError(
+                "broker_visibility_timeout must exceed the longest task time limit plus the "
+                f"longest retry countdown ({longest_task} + {longest_wait:.0f} s), or Redis "
+                "redelivers tasks that are still running or waiting"
+            )
+        if self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError("retry_max_seconds must be at least retry_base_seconds")
+        if not self.dev_mode:
+            if not self.admin_api_keys or not self.producer_api_keys:
+                raise ValueError(
+                    "COMPLIANCE_ADMIN_API_KEYS and COMPLIANCE_PRODUCER_API_KEYS are required "
+                    "outside dev mode (set COMPLIANCE_DEV_MODE=true for a local trial)"
+                )
+            for key in [*self.admin_api_keys, *self.producer_api_keys]:
+                value = key.get_secret_value()
+                if len(value) < 16 or value.lower() in PLACEHOLDER_KEYS:
+                    raise ValueError("API keys must be at least 16 characters and not placeholders")
+            if not self.webhook_secrets:
+                raise ValueError("COMPLIANCE_WEBHOOK_SECRETS is required outside dev mode")
+            if self.allow_loopback_targets:
+                raise ValueError("allow_loopback_targets is for dev mode only")
+        return self
+
+    @cached_property
+    def broker_queue_key(self) -> str:
+        """Redis list that holds waiting report tasks."""
+        return f"{self.broker_key_prefix}{self.queue_name}"
+
+    @cached_property
+    def delivery_queue_key(self) -> str:
+        """Redis list that holds waiting delivery tasks."""
+        return f"{self.broker_key_prefix}{self.delivery_queue_name}"
+
+    def ttl_for_status(self, status: str) -> int:
+        """TTL in seconds of a status record in ``status``."""
+        return self.status_ttl_delivered if status == "delivered" else self.status_ttl_open

@@ -1,0 +1,1 @@
+"""The only code that knows Redis key names: statuses, dead letters, breakers and indexes."""

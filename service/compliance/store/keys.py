@@ -1,0 +1,32 @@
+"""Redis key names. The first two are the seed's contract; index keys must not match them."""
+
+STATUS_PREFIX = "webhook_status:"
+DEAD_LETTER_PREFIX = "dead_letter:webhook:"
+# Sorted-set indexes (score: time of the last status change, epoch seconds).
+STATUS_INDEX_ALL = "compliance:index:statuses"
+STATUS_INDEX_BY = "compliance:index:statuses:"
+DEAD_LETTER_INDEX = "compliance:index:dead_letters"
+REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
+DELIVERY_RUNS_PREFIX = "compliance:delivery_runs:"
+BREAKER_PREFIX = "compliance:breaker:"
+BREAKER_INDEX = "compliance:index:breakers"
+
+
+def status_key(webhook_id: str) -> str:
+    """Key of a webhook's status record."""
+    return f"{STATUS_PREFIX}{webhook_id}"
+
+
+def status_index(status: str | None) -> str:
+    """Index of all statuses, or of one status."""
+    return STATUS_INDEX_ALL if status is None else f"{STATUS_INDEX_BY}{status}"
+
+
+def dead_letter_key(webhook_id: str) -> str:
+    """Key of a webhook's dead-letter entry."""
+    return f"{DEAD_LETTER_PREFIX}{webhook_id}"
+
+
+def breaker_key(destination: str) -> str:
+    """Hash holding one destination's circuit breaker."""
+    return f"{BREAKER_PREFIX}{destination}"

@@ -1,0 +1,63 @@
+"""Records kept in Redis, as the contract in DESIGN.md describes them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Status(StrEnum):
+    """Lifecycle of one webhook; ``failed`` is final and has a dead-letter entry."""
+
+    PENDING = "pending"
+    RETRYING = "retrying"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class WebhookStatus(BaseModel):
+    """``webhook_status:{id}``: what happened to a webhook, without its payload."""
+
+    webhook_id: str
+    report_id: str | None = None
+    destination: str
+    event: str
+    status: Status
+    attempts: int = 0
+    last_error: str | None = None
+    last_error_type: str | None = None
+    last_status_code: int | None = None
+    next_attempt_at: float | None = None
+    created_at: float
+    updated_at: float
+    correlation_id: str | None = None
+
+
+class Attempt(BaseModel):
+    """One delivery attempt as kept in a dead-letter entry."""
+
+    at: float
+    status_code: int | None = None
+    error_type: str
+    message: str = ""
+    duration_seconds: float = 0.0
+
+
+class DeadLetter(BaseModel):
+    """``dead_letter:webhook:{id}``: everything needed to understand and replay a failure."""
+
+    webhook_id: str
+    report_id: str | None = None
+    destination: str
+    event: str
+    payload: dict[str, Any]
+    headers: dict[str, str] = Field(default_factory=dict)
+    attempts: list[Attempt] = Field(default_factory=list)
+    error_type: str
+    error: str
+    correlation_id: str | None = None
+    created_at: float
+    failed_at: float
+    replay_count: int = 0

@@ -1,0 +1,198 @@
+"""Status records ``webhook_status:{id}`` and their sorted-set indexes."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis
+
+from compliance.settings import Settings
+from compliance.store import keys
+from compliance.store.records import Status, WebhookStatus
+
+# Writes the record with the TTL of its status and moves it between indexes, atomically.
+# KEYS: record, all-index, new-status index; ARGV: json, ttl, score, id, new status, prefix.
+_PUT = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, decoded = pcall(cjson.decode, old)
+  if ok and decoded['status'] and decoded['status'] ~= ARGV[5] then
+    redis.call('ZREM', ARGV[6] .. decoded['status'], ARGV[4])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing, newest first; ``next_cursor`` is None on the last page."""
+
+    items: list[WebhookStatus]
+    next_cursor: str | None
+    total: int
+
+
+def encode_cursor(score: float, member: str) -> str:
+    """Opaque cursor pointing after ``member``."""
+    return base64.urlsafe_b64encode(f"{score!r}|{member}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    """Inverse of encode_cursor; raises ValueError on a malformed cursor."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, member = raw.split("|", 1)
+        return float(score), member
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError("malformed cursor") from exc
+
+
+class StatusStore:
+    """Reads and writes status records; every write re-applies the TTL of the new status."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self._r = client
+        self._settings = settings
+        self._put = client.register_script(_PUT)
+
+    def put(self, record: WebhookStatus) -> None:
+        """Write ``record`` with its status's TTL and index it under that status."""
+        self._put(
+            keys=[
+                keys.status_key(record.webhook_id),
+                keys.STATUS_INDEX_ALL,
+                keys.status_index(record.status),
+            ],
+            args=[
+                record.model_dump_json(),
+                self._settings.ttl_for_status(record.status),
+                repr(record.updated_at),
+                record.webhook_id,
+                record.status.value,
+                keys.STATUS_INDEX_BY,
+            ],
+        )
+
+    def get(self, webhook_id: str) -> WebhookStatus | None:
+        """The record, or None when it never existed or has expired."""
+        raw = self._r.get(keys.status_key(webhook_id))
+        return WebhookStatus.model_validate_json(raw) if raw else None
+
+    def delete(self, webhook_id: str) -> None:
+        """Remove a record and its index entries (used when enqueueing failed)."""
+        self._r.delete(keys.status_key(webhook_id))
+        self._remove_from_indexes([webhook_id])
+
+    def ttl(self, webhook_id: str) -> int:
+        """Seconds the record has left (-2: gone)."""
+        return int(self._r.ttl(keys.status_key(webhook_id)))
+
+    def prune(self, now: float | None = None) -> int:
+        """Drop index entries whose record has certainly expired (older than its status TTL)."""
+        now = time.time() if now is None else now
+        pipe = self._r.pipeline(transaction=False)
+        longest = max(self._settings.status_ttl_delivered, self._settings.status_ttl_open)
+        pipe.zremrangebyscore(keys.STATUS_INDEX_ALL, "-inf", f"({now - longest}")
+        for status in Status:
+            ttl = self._settings.ttl_for_status(status)
+            pipe.zremrangebyscore(keys.status_index(status), "-inf", f"({now - ttl}")
+        return sum(int(n) for n in pipe.execute())
+
+    def count(self, status: Status | None = None) -> int:
+        """Indexed records (after pruning, so nearly exact)."""
+        return int(self._r.zcard(keys.status_index(status)))
+
+    def counts(self) -> dict[str, int]:
+        """Record count per status, for metrics."""
+        pipe = self._r.pipeline(transaction=False)
+        for status in Status:
+            pipe.zcard(keys.status_index(status))
+        return {s.value: int(n) for s, n in zip(Status, pipe.execute(), strict=True)}
+
+    def list(
+        self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        """Newest first (by last status change), filtered by status, cursor-paginated."""
+        index = keys.status_index(status)
+        self.prune()
+        after = decode_cursor(cursor) if cursor else None
+        items: list[WebhookStatus] = []
+        last: tuple[float, str] | None = after
+        exhausted = False
+        while len(items) < limit and not exhausted:
+            want = limit - len(items)
+            batch = self._range_after(index, last, want + 1)
+            exhausted = len(batch) <= want
+            batch = batch[:want]
+            if not batch:
+                break
+            records = self._r.mget([keys.status_key(member) for member, _ in batch])
+            stale = []
+            for (member, score), raw in zip(batch, records, strict=True):
+                last = (score, member)
+                if raw is None:
+                    stale.append(member)
+                    continue
+                items.append(WebhookStatus.model_validate_json(raw))
+            if stale:
+                self._remove_from_indexes(stale)
+        next_cursor = encode_cursor(*last) if last and not exhausted else None
+        if next_cursor and not self._range_after(index, last, 1):
+            next_cursor = None
+        return Page(items=items, next_cursor=next_cursor, total=int(self._r.zcard(index)))
+
+    def _range_after(
+        self, index: str, after: tuple[float, str] | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Up to ``count`` members strictly after ``after`` in (score desc, member desc) order."""
+        if after is None:
+            return [(m, float(s)) for m, s in self._r.zrevrange(index, 0, count - 1, withscores=True)]
+        score, member = after
+        out: list[tuple[str, float]] = []
+        offset = 0
+        # Members sharing the cursor's score come in descending member order: skip up to it.
+        while len(out) < count:
+            chunk = self._r.zrevrangebyscore(
+                index, score, "-inf", start=offset, num=count + 16, withscores=True
+            )
+            if not chunk:
+                break
+            offset += len(chunk)
+            for m, s in chunk:
+                if float(s) == score and m >= member:
+                    continue
+                out.append((m, float(s)))
+        return out[:count]
+
+    def _remove_from_indexes(self, members: Iterable[str]) -> None:
+        members = list(members)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zrem(keys.STATUS_INDEX_ALL, *members)
+        for status in Status:
+            pipe.zrem(keys.status_index(status), *members)
+        pipe.execute()
+
+    def cleanup(
+        self, *, status: Status | None, older_than_seconds: float, batch_size: int = 500
+    ) -> int:
+        """Delete matching records and index entries in small batches; returns records deleted."""
+        index = keys.status_index(status)
+        cutoff = time.time() - older_than_seconds
+        deleted = 0
+        while True:
+            members = self._r.zrangebyscore(index, "-inf", cutoff, start=0, num=batch_size)
+            if not members:
+                return deleted
+            pipe = self._r.pipeline(transaction=False)
+            for member in members:
+                pipe.delete(keys.status_key(member))
+            results = pipe.execute()
+            deleted += sum(int(n) for n in results)
+            self._remove_from_indexes(members)

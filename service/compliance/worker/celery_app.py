@@ -1,0 +1,11 @@
+"""Entry module for ``celery -A compliance.worker.celery_app ...`` (status, inspect, purge, worker).
+
+Building the app reads settings and opens nothing; connections start with the worker.
+"""
+
+from compliance.settings import Settings
+from compliance.worker import signals
+from compliance.worker.app import create_celery_app
+
+app = create_celery_app(Settings())
+signals.connect(app)

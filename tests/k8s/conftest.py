@@ -1,0 +1,107 @@
+"""Fixtures for tests that need a real kube-apiserver (tests/k8s, marker ``k8s``).
+
+* ``control_plane`` (session): etcd + kube-apiserver (RBAC on) built from Go modules by
+  scripts/envtest-binaries.sh and started on loopback. Skipped ONLY when
+  COMPLIANCE_SKIP_K8S=1; a failed build or start is an error, never a silent skip.
+* ``k8s_api_client`` (session): kubernetes.client.ApiClient for the admin identity.
+* ``k8s_namespace`` (function): a fresh namespace, deleted afterwards.
+
+The (possibly slow, cold ~minutes) binary build runs in ``pytest_collection_finish``, i.e.
+once per session and outside any per-test timeout, and only when a selected test uses
+the ``k8s`` marker. CI should still pre-build with ``scripts/envtest-binaries.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from controlplane import ControlPlane, ControlPlaneError, build_binaries
+
+_BIN_KEY = pytest.StashKey[Path]()
+_ERR_KEY = pytest.StashKey[str]()
+
+
+def _skip_k8s() -> bool:
+    return os.environ.get("COMPLIANCE_SKIP_K8S") == "1"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not k8s"` deselection runs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.k8s)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if _skip_k8s() or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("k8s") for item in session.items):
+        return
+    try:
+        session.config.stash[_BIN_KEY] = build_binaries()
+    except ControlPlaneError as e:
+        session.config.stash[_ERR_KEY] = str(e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+    if _skip_k8s():
+        pytest.skip("COMPLIANCE_SKIP_K8S=1: real kube-apiserver tests disabled")
+    stash = request.config.stash
+    if _ERR_KEY in stash:
+        pytest.fail(f"envtest binaries could not be built:\n{stash[_ERR_KEY]}", pytrace=False)
+    bins = stash.get(_BIN_KEY, None) or build_binaries()
+    cp = ControlPlane(bins, keep_dir=os.environ.get("COMPLIANCE_K8S_KEEP") == "1")
+    try:
+        cp.start()
+    except ControlPlaneError as e:
+        pytest.fail(f"control plane did not start:\n{e}", pytrace=False)
+    print(f"\ncontrol plane {cp.url} up in {cp.startup_seconds:.2f}s ({bins})")
+    try:
+        yield cp
+    finally:
+        cp.stop()
+
+
+@pytest.fixture(scope="session")
+def k8s_api_client(control_plane: ControlPlane):  # type: ignore[no-untyped-def]
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def k8s_namespace(k8s_api_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    core = client.CoreV1Api(k8s_api_client)
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(name=name, labels={"compliance-reporting/test": "true"})
+        )
+    )
+    try:
+        yield name
+    finally:
+        try:
+            # Without kube-controller-manager the namespace stays Terminating; harmless
+            # for a throwaway control plane, and names are unique.
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -102,6 +102,7 @@ for c in $COMPONENTS; do
 done
 "$tmp/kube-apiserver" --version >&2 2>/dev/null || true
 stamp_value >"$tmp/.stamp"
+chmod 755 "$tmp"
 
 # Swap the finished directory in; never leave a half-built one at $out.
 rm -rf "$out.old"

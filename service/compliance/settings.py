@@ -199,8 +199,6 @@ class Settings(BaseSettings):
                     raise ValueError("API keys must be at least 16 characters and not placeholders")
             if not self.webhook_secrets:
                 raise ValueError("COMPLIANCE_WEBHOOK_SECRETS is required outside dev mode")
-            if self.allow_loopback_targets:
-                raise ValueError("allow_loopback_targets is for dev mode only")
         return self
 
     @cached_property

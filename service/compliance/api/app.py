@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         if settings.dev_mode:
             log.warning("DEV MODE: API keys are not checked and loopback webhook targets are "
                         "allowed. Never run dev mode where others can reach it.")
+        elif settings.allow_loopback_targets:
+            log.warning("allow_loopback_targets is on: webhooks may target this host's loopback")
         try:
             warning = check_eviction_policy(services.redis)
             if warning:

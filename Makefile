@@ -1,0 +1,41 @@
+# The two commands: `make run` (service locally) and `make test` (everything CI runs).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test setup setup-run lint typecheck unit bench clean
+
+$(VENV)/bin/python:
+	python3 -m venv $(VENV)
+
+$(DEPS_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,local]'
+	rm -f $(VENV)/.deps-* && touch $@
+
+setup: $(DEPS_STAMP)
+	@scripts/system-deps.sh test
+
+setup-run: $(DEPS_STAMP)
+	@scripts/system-deps.sh run
+
+## run: set up a venv and a redis-server, then API on :8000 + a worker + local Redis
+run: setup-run
+	$(VENV)/bin/compliance dev
+
+## test: set up everything, then ruff, mypy and pytest (all tiers)
+test: setup
+	@scripts/test.sh
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check service operator tests bench
+
+typecheck: $(DEPS_STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(DEPS_STAMP)
+	$(PY) bench/deliveries.py
+
+clean:
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

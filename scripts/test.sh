@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Lint, type-check and run every test tier. pytest's exit 5 ("no tests ran") is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+set -e
+echo "== ruff"; "$VENV/bin/ruff" check service operator tests bench
+echo "== mypy"; "$VENV/bin/mypy"
+set +e
+echo "== pytest"
+"$VENV/bin/pytest" "$@"
+rc=$?
+if [[ $rc -eq 5 ]]; then
+  echo "pytest collected no tests: failing on purpose" >&2
+  exit 1
+fi
+exit $rc

@@ -1,0 +1,124 @@
+"""A real HTTP receiver on loopback whose answers a test scripts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b"ok"
+    reset: bool = False  # close the connection without answering
+    hang: float = 0.0  # sleep this long before doing anything (a hung receiver)
+
+
+@dataclass
+class Received:
+    """One request as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Receiver:
+    """ThreadingHTTPServer on 127.0.0.1:<free port>; ``script`` queues replies per path."""
+
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._scripts: dict[str, deque[Reply]] = {}
+        self.default = Reply()
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                reply = receiver._next(self.path)
+                if reply.hang:
+                    time.sleep(reply.hang)
+                if reply.reset:
+                    receiver._record(self.path, dict(self.headers), body)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if reply.delay:
+                    time.sleep(reply.delay)
+                receiver._record(self.path, dict(self.headers), body)
+                self.send_response(reply.status)
+                for key, value in reply.headers.items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(reply.body)))
+                self.end_headers()
+                self.wfile.write(reply.body)
+
+            do_PUT = do_POST
+            do_GET = do_POST
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        """Answer the next requests to ``path`` with ``replies`` in order, then the default."""
+        with self._lock:
+            self._scripts.setdefault(path, deque()).extend(replies)
+
+    def _next(self, path: str) -> Reply:
+        with self._lock:
+            queue = self._scripts.get(path.split("?", 1)[0])
+            return queue.popleft() if queue else self.default
+
+    def _record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+        with self._lock:
+            self.requests.append(Received(path, {k.lower(): v for k, v in headers.items()},
+                                          body, time.time()))
+
+    def received(self, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if path is None or r.path == path]
+
+    def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.received(path)
+            if len(got) >= count:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} requests on {path}, got {len(self.received(path))}")

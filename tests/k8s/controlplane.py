@@ -99,6 +99,7 @@ class ControlPlane:
     with_controller_manager: bool = False
     extra_apiserver_args: list[str] = field(default_factory=list)
     start_timeout: float = 90.0
+    stop_timeout: float = 10.0  # per process, then SIGKILL
     keep_dir: bool = False  # keep the temp dir (logs, data) after stop(), for debugging
 
     workdir: Path | None = field(default=None, init=False)
@@ -138,18 +139,17 @@ class ControlPlane:
         return self
 
     def stop(self) -> None:
-        # Reverse order: controller-manager, apiserver, etcd.
-        for p in reversed(self._procs):
+        # One at a time, in reverse start order (controller-manager, apiserver, etcd):
+        # an apiserver whose etcd is already gone hangs ~15s in its shutdown hooks.
+        while self._procs:
+            p = self._procs.pop()
             if p.popen.poll() is None:
-                p.popen.terminate()  # SIGTERM: graceful shutdown
-        deadline = time.monotonic() + 15
-        for p in reversed(self._procs):
-            try:
-                p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait(timeout=10)
-        self._procs.clear()
+                p.popen.terminate()  # SIGTERM: graceful shutdown, ~1s for the apiserver
+                try:
+                    p.popen.wait(timeout=self.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    p.popen.kill()
+                    p.popen.wait(timeout=10)
         if self.workdir is not None and not self.keep_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         atexit.unregister(self.stop)

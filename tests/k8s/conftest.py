@@ -6,6 +6,9 @@
 * ``k8s_api_client`` (session): kubernetes.client.ApiClient for the admin identity.
 * ``k8s_namespace`` (function): a fresh namespace, deleted afterwards.
 
+Env: ENVTEST_K8S_VERSION (default v1.34.4), COMPLIANCE_K8S_CONTROLLER_MANAGER=1 (also run
+kube-controller-manager), COMPLIANCE_K8S_KEEP=1 (keep logs/data dir), COMPLIANCE_SKIP_K8S=1.
+
 The (possibly slow, cold ~minutes) binary build runs in ``pytest_collection_finish``, i.e.
 once per session and outside any per-test timeout, and only when a selected test uses
 the ``k8s`` marker. CI should still pre-build with ``scripts/envtest-binaries.sh``.
@@ -60,7 +63,13 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     if _ERR_KEY in stash:
         pytest.fail(f"envtest binaries could not be built:\n{stash[_ERR_KEY]}", pytrace=False)
     bins = stash.get(_BIN_KEY, None) or build_binaries()
-    cp = ControlPlane(bins, keep_dir=os.environ.get("COMPLIANCE_K8S_KEEP") == "1")
+    cp = ControlPlane(
+        bins,
+        # Off by default: without it there are no controllers (no "default" SA, no
+        # Pods from Deployments, namespaces stay Terminating) but startup is ~2x faster.
+        with_controller_manager=os.environ.get("COMPLIANCE_K8S_CONTROLLER_MANAGER") == "1",
+        keep_dir=os.environ.get("COMPLIANCE_K8S_KEEP") == "1",
+    )
     try:
         cp.start()
     except ControlPlaneError as e:

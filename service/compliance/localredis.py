@@ -65,7 +65,7 @@ class LocalRedis:
             "--logfile", str(self.data_dir / "redis.log"),
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, retry=None, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, retry=None, socket_connect_timeout=0.5)  # type: ignore[arg-type]
         deadline = time.monotonic() + timeout
         while True:
             try:

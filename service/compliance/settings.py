@@ -164,9 +164,17 @@ class Settings(BaseSettings):
     @field_validator("webhook_secrets")
     @classmethod
     def _whsec(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        import binascii
+
+        from standardwebhooks.webhooks import Webhook
+
         for secret in secrets:
             if not secret.get_secret_value().startswith("whsec_"):
                 raise ValueError("webhook secrets must be in whsec_<base64> form")
+            try:
+                Webhook(secret.get_secret_value())
+            except (binascii.Error, ValueError, RuntimeError, Exception) as exc:
+                raise ValueError("webhook secret is not valid base64 after whsec_") from exc
         return secrets
 
     @model_validator(mode="after")

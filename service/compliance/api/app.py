@@ -59,7 +59,9 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         extend(app, services)
 
     @app.middleware("http")
-    async def _http_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def _http_metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
         route = _route_template(app, request)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from compliance.api.services import Services
 from compliance.store.dead_letters import DeadLetterFilter
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,10 +50,9 @@ def _selector(error_type: str | None, destination: str | None, older_than: str |
                             newer_than_seconds=parse_duration(newer_than))
 
 
-def _services():  # type: ignore[no-untyped-def]
+def _services() -> Services:
     from pydantic import ValidationError
 
-    from compliance.api.services import Services
     from compliance.settings import Settings
 
     try:
@@ -74,7 +74,7 @@ def list_(error_type: str | None, destination: str | None, older_than: str | Non
           newer_than: str | None, limit: int, as_json: bool) -> None:
     """List dead letters, newest first."""
     services = _services()
-    entries = services.dead_letters.list(_selector(error_type, destination, older_than, newer_than),
+    entries = services.dead_letters.page(_selector(error_type, destination, older_than, newer_than),
                                          limit=limit)
     for entry in entries:
         if as_json:

@@ -7,8 +7,8 @@ import tempfile
 
 import click
 
-from compliance.cli.dlq import dlq
 from compliance.cli.dev import dev
+from compliance.cli.dlq import dlq
 
 WORKER_KINDS = {
     # kind: (pool, queues from settings attribute names)

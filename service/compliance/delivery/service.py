@@ -52,7 +52,7 @@ class Deliverer:
         self._breakers = breakers
         self._sender = sender
         self._resolver = resolver
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._rng = rng or random.Random()
         self._clock = clock
 
     @property
@@ -74,7 +74,8 @@ class Deliverer:
                 target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
             )
         except ssrf.UnsafeURLError as exc:
-            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+            self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+            return None
 
         decision, wait = self._breakers.acquire(target.origin, now=self._clock())
         if decision == "deny":
@@ -144,8 +145,8 @@ class Deliverer:
                 "webhook_id": env.webhook_id, "attempts": env.attempts,
                 "delay": round(step.delay, 3), "error_type": str(error_type)})
             return Followup(env, step.delay)
-        return self._dead_letter(env, error_type, result.message, headers,
-                                 status_code=result.status_code)
+        self._dead_letter(env, error_type, result.message, headers, status_code=result.status_code)
+        return None
 
     def _defer(self, env: Envelope, origin: str, wait: float) -> Followup | None:
         delay = policy.deferral_delay(
@@ -153,10 +154,11 @@ class Deliverer:
             rng=self._rng,
         )
         if env.deferred_seconds + delay > self._s.breaker_max_deferral_seconds:
-            return self._dead_letter(
+            self._dead_letter(
                 env, ErrorType.CIRCUIT_OPEN,
                 f"circuit breaker for {origin} stayed open for {env.deferred_seconds:.0f} s", {},
             )
+            return None
         metrics.WEBHOOK_DEFERRALS.inc()
         env = env.model_copy(update={"deferred_seconds": env.deferred_seconds + delay})
         now = self._clock()

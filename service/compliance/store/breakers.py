@@ -136,13 +136,13 @@ class BreakerStore:
 
     def get(self, destination: str) -> BreakerState | None:
         """One breaker, or None."""
-        raw = self._r.hgetall(keys.breaker_key(destination))
+        raw: dict[str, str] = self._r.hgetall(keys.breaker_key(destination))  # type: ignore[assignment]
         return _state(destination, raw) if raw else None
 
     def all(self, now: float | None = None) -> list[BreakerState]:
         """Every known breaker; open ones whose time is up are reported half-open."""
         now = time.time() if now is None else now
-        names = self._r.zrange(keys.BREAKER_INDEX, 0, -1)
+        names: list[str] = self._r.zrange(keys.BREAKER_INDEX, 0, -1)  # type: ignore[assignment]
         pipe = self._r.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.breaker_key(name))
@@ -151,7 +151,8 @@ class BreakerStore:
             if not raw:
                 continue
             state = _state(name, raw)
-            if state.state == "open" and state.opened_at and now >= state.opened_at + self.reset_timeout:
+            reopens = (state.opened_at or now) + self.reset_timeout
+            if state.state == "open" and now >= reopens:
                 state = BreakerState(name, "half_open", state.failures, state.opened_at,
                                      state.times_opened, state.updated_at)
             out.append(state)

@@ -73,7 +73,8 @@ class DeadLetterStore:
         now = time.time()
         start = 0
         while True:
-            members = self._r.zrevrange(keys.DEAD_LETTER_INDEX, start, start + batch_size - 1)
+            members: list[str] = self._r.zrevrange(  # type: ignore[assignment]
+                keys.DEAD_LETTER_INDEX, start, start + batch_size - 1)
             if not members:
                 return
             raws = self._r.mget([keys.dead_letter_key(m) for m in members])
@@ -88,7 +89,7 @@ class DeadLetterStore:
                 if selector.matches(entry, now):
                     yield entry
 
-    def list(
+    def page(
         self, selector: DeadLetterFilter, *, limit: int, offset: int = 0
     ) -> list[DeadLetter]:
         """A page of selected entries, newest first."""

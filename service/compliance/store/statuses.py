@@ -116,7 +116,7 @@ class StatusStore:
             pipe.zcard(keys.status_index(status))
         return {s.value: int(n) for s, n in zip(Status, pipe.execute(), strict=True)}
 
-    def list(
+    def page(
         self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page:
         """Newest first (by last status change), filtered by status, cursor-paginated."""
@@ -153,13 +153,14 @@ class StatusStore:
     ) -> list[tuple[str, float]]:
         """Up to ``count`` members strictly after ``after`` in (score desc, member desc) order."""
         if after is None:
-            return [(m, float(s)) for m, s in self._r.zrevrange(index, 0, count - 1, withscores=True)]
+            rows = self._r.zrevrange(index, 0, count - 1, withscores=True)
+            return [(str(m), float(s)) for m, s in rows]  # type: ignore[union-attr,str-unpack,misc]
         score, member = after
         out: list[tuple[str, float]] = []
         offset = 0
         # Members sharing the cursor's score come in descending member order: skip up to it.
         while len(out) < count:
-            chunk = self._r.zrevrangebyscore(
+            chunk: list[tuple[str, float]] = self._r.zrevrangebyscore(  # type: ignore[assignment]
                 index, score, "-inf", start=offset, num=count + 16, withscores=True
             )
             if not chunk:
@@ -187,7 +188,8 @@ class StatusStore:
         cutoff = time.time() - older_than_seconds
         deleted = 0
         while True:
-            members = self._r.zrangebyscore(index, "-inf", cutoff, start=0, num=batch_size)
+            members: list[str] = self._r.zrangebyscore(  # type: ignore[assignment]
+                index, "-inf", cutoff, start=0, num=batch_size)
             if not members:
                 return deleted
             pipe = self._r.pipeline(transaction=False)

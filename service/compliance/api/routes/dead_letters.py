@@ -35,7 +35,7 @@ async def list_dead_letters(
 ) -> DeadLetterPage:
     """Dead letters filtered by error type and destination prefix."""
     selector = DeadLetterFilter(error_type=error_type, destination=destination)
-    items = await asyncio.to_thread(services.dead_letters.list, selector, limit=limit, offset=offset)
+    items = await asyncio.to_thread(services.dead_letters.page, selector, limit=limit, offset=offset)
     total = await asyncio.to_thread(services.dead_letters.size)
     return DeadLetterPage(items=items, offset=offset, limit=limit, total=total)
 

@@ -95,7 +95,7 @@ async def list_webhook_statuses(
             decode_cursor(cursor)
         except ValueError as exc:
             raise field_error("query.cursor", "malformed cursor") from exc
-    page = await asyncio.to_thread(services.statuses.list, status=status,
+    page = await asyncio.to_thread(services.statuses.page, status=status,
                                    limit=min(limit, services.settings.max_page_size), cursor=cursor)
     return StatusPage(items=page.items, next_cursor=page.next_cursor, total=page.total)
 

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request, Response
-from starlette.routing import Match
 
 from compliance import __version__
 from compliance.api import errors
@@ -64,7 +63,7 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     ) -> Response:
         started = time.perf_counter()
         response = await call_next(request)
-        route = _route_template(app, request)
+        route = _route_template(request)
         metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
         metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
         return response
@@ -85,10 +84,7 @@ def default_extensions() -> list[Extension]:
     return [install_reports]
 
 
-def _route_template(app: FastAPI, request: Request) -> str:
+def _route_template(request: Request) -> str:
     # Label by route template, never by raw path, to keep metric cardinality bounded.
-    for route in app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", "other"))
-    return "unmatched"
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -68,16 +70,15 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+        # Nothing was accepted: the client may safely retry the same request later.
+        log.error("redis unavailable", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse(error_body("redis_unavailable", "storage is unavailable; retry later"),
+                            status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"path": request.url.path})
-        status, code = 500, "internal_error"
-        try:
-            import redis
-
-            if isinstance(exc, redis.RedisError):
-                status, code = 503, "redis_unavailable"
-        except ImportError:  # pragma: no cover
-            pass
-        return JSONResponse(error_body(code, "the service could not complete the request"),
-                            status_code=status, headers={"Retry-After": "5"} if status == 503 else None)
+        return JSONResponse(error_body("internal_error", "the service could not complete the request"),
+                            status_code=500)

@@ -152,6 +152,10 @@ class Settings(BaseSettings):
     s3_endpoint_url: str = ""
     # Largest evidence document accepted, bytes of JSON.
     max_evidence_bytes: int = Field(default=262_144, ge=1)
+    # TTL of a report record in Redis, seconds (30 days); stored documents are kept by storage.
+    report_ttl: int = Field(default=2_592_000, ge=60)
+    # Largest client metadata echoed in report webhooks, bytes of JSON.
+    max_metadata_bytes: int = Field(default=4096, ge=2)
 
     # --- metrics --------------------------------------------------------------------------------------
     # Port of a worker's Prometheus endpoint (0 disables it).

@@ -10,6 +10,9 @@ REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
 DELIVERY_RUNS_PREFIX = "compliance:delivery_runs:"
 BREAKER_PREFIX = "compliance:breaker:"
 BREAKER_INDEX = "compliance:index:breakers"
+# Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
+REPORT_PREFIX = "compliance:report:"
+REPORT_RUNS_PREFIX = "compliance:report_runs:"
 
 
 def status_key(webhook_id: str) -> str:
@@ -30,3 +33,8 @@ def dead_letter_key(webhook_id: str) -> str:
 def breaker_key(destination: str) -> str:
     """Hash holding one destination's circuit breaker."""
     return f"{BREAKER_PREFIX}{destination}"
+
+
+def report_key(report_id: str) -> str:
+    """Key of a report's record."""
+    return f"{REPORT_PREFIX}{report_id}"

@@ -1,0 +1,87 @@
+"""Faults: a worker SIGKILLed or SIGTERMed mid-delivery, a receiver that hangs."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+
+import pytest
+
+from tests.support.receiver import Reply
+from tests.support.services import wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+# Limits shortened together so the broker redelivers a killed worker's messages within seconds.
+QUICK_REDELIVERY = {
+    "COMPLIANCE_TASK_TIME_LIMIT": "6",
+    "COMPLIANCE_TASK_SOFT_TIME_LIMIT": "5",
+    "COMPLIANCE_DELIVERY_TASK_TIME_LIMIT": "5",
+    "COMPLIANCE_RETRY_AFTER_MAX_SECONDS": "1",
+    "COMPLIANCE_BREAKER_RESET_TIMEOUT": "0.4",
+    "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "8",
+    "COMPLIANCE_READ_TIMEOUT": "5",
+}
+
+
+def submit_many(api, receiver, n, path="/slow"):
+    ids = []
+    for i in range(n):
+        response = api.post("/webhooks", json={"url": receiver.url(path), "event": "e", "payload": {"i": i}})
+        assert response.status_code == 202
+        ids.append(response.json()["webhook_id"])
+    return ids
+
+
+def all_delivered(api, ids):
+    return all(api.get(f"/webhook-statuses/{i}").json()["status"] == "delivered" for i in ids)
+
+
+def test_sigkill_mid_delivery_loses_nothing(api, receiver, start_worker, env, monkeypatch):
+    receiver.default = Reply(200, delay=1.5)
+    extra = QUICK_REDELIVERY
+    # the API process must agree with the workers' visibility timeout (kombu restores by it)
+    worker = start_worker(concurrency=8, extra_env=extra, name="victim")
+    ids = submit_many(api, receiver, 12)
+    # wait until deliveries are in flight (requests arrived, not answered), then kill -9
+    time.sleep(0.8)
+    worker.signal(signal.SIGKILL)
+    worker.wait(10)
+    start_worker(concurrency=8, extra_env=extra, name="rescuer")
+    wait_until(lambda: all_delivered(api, ids), timeout=120, interval=0.5,
+               message="some accepted webhooks were never delivered after the crash")
+    delivered_ids = collections.Counter(r.headers["webhook-id"] for r in receiver.received())
+    assert set(ids) <= set(delivered_ids)  # losses: none
+    duplicates = sum(c - 1 for c in delivered_ids.values())
+    print(f"sigkill: {len(ids)} webhooks, {duplicates} duplicate deliveries (allowed)")
+
+
+def test_sigterm_finishes_or_requeues_in_flight_work(api, receiver, start_worker):
+    receiver.default = Reply(200, delay=2.0)
+    worker = start_worker(concurrency=8, extra_env=QUICK_REDELIVERY, name="graceful")
+    ids = submit_many(api, receiver, 6)
+    wait_until(lambda: receiver.received() or receiver.server, timeout=10)
+    time.sleep(0.5)
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    code = worker.wait(30)
+    assert time.monotonic() - started < 30
+    assert code == 0, worker.log()[-2000:]
+    # whatever it did not finish went back to the queue: a new worker completes everything
+    start_worker(concurrency=8, extra_env=QUICK_REDELIVERY, name="after")
+    wait_until(lambda: all_delivered(api, ids), timeout=90, interval=0.5)
+
+
+def test_hung_receiver_ends_retrying_or_failed_never_stuck(api, receiver, start_worker, admin_headers):
+    receiver.default = Reply(hang=30)
+    start_worker(concurrency=4)
+    (webhook_id,) = submit_many(api, receiver, 1, path="/hung")
+    retrying = wait_until(lambda: (s := api.get(f"/webhook-statuses/{webhook_id}").json())["status"]
+                          in ("retrying", "failed") and s, timeout=30)
+    assert retrying["last_error_type"] == "timeout"
+    final = wait_until(lambda: (s := api.get(f"/webhook-statuses/{webhook_id}").json())["status"]
+                       == "failed" and s, timeout=90, interval=0.5)
+    assert final["attempts"] == 4
+    entry = api.get(f"/dead-letters/{webhook_id}", headers=admin_headers).json()
+    assert {a["error_type"] for a in entry["attempts"]} == {"timeout"}

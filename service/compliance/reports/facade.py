@@ -126,7 +126,7 @@ def summarize(results: list[ControlResult]) -> Summary:
                    compliant=not failed, failed_by_severity=by_severity)
 
 
-def SEVERITY_WEIGHTS_sum(results: list[ControlResult]) -> int:  # noqa: N802
+def SEVERITY_WEIGHTS_sum(results: list[ControlResult]) -> int:
     """Total severity weight of ``results``."""
     return sum(SEVERITY_WEIGHTS[r.severity] for r in results)
 

@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     delivery_task_time_limit: int = Field(default=120, ge=1)
     # Broker visibility timeout: an unacked message is redelivered after this many seconds.
     broker_visibility_timeout: int = Field(default=7200, ge=1)
-    # Seconds a worker keeps running tasks after SIGTERM before it requeues them (soft shutdown).
-    worker_soft_shutdown_timeout: float = Field(default=60.0, ge=0)
+    # Seconds a busy worker keeps running tasks after SIGTERM before a cold shutdown requeues the
+    # rest (Celery sleeps this long whenever tasks are active; the pod grace period must exceed it).
+    worker_soft_shutdown_timeout: float = Field(default=30.0, ge=0)
     # Deliveries of one message beyond this count are treated as a poison message (DLQ).
     max_redeliveries: int = Field(default=5, ge=1)
 

@@ -23,6 +23,9 @@ def configure_logging(level: str = "INFO", *, service: str = "compliance") -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO (with the receiver URL); our own lines say what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.app.trace"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []

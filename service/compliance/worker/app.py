@@ -49,7 +49,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
-        "worker_enable_soft_shutdown_on_idle": True,
+        # Idle workers stop at once; unacked (incl. countdown) messages are restored on shutdown.
+        "worker_enable_soft_shutdown_on_idle": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,

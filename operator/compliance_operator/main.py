@@ -1,0 +1,68 @@
+"""kopf registrations, kept thin: ``kopf run -m compliance_operator.main``.
+
+Peering (HA): with several replicas only the highest-priority one acts; the others wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from compliance_operator import AUTOSCALERS, GROUP, REPLAYS, VERSION, handlers, k8s, metrics_source
+from compliance_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+JOB_LABELS = {"app.kubernetes.io/managed-by": "compliance-operator"}
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Build settings and clients here, not at import."""
+    cfg = OperatorSettings()
+    logging.getLogger().setLevel(cfg.log_level)
+    settings.peering.name = cfg.peering_name
+    settings.peering.standalone = cfg.standalone or settings.peering.standalone
+    settings.posting.reporting_component = "compliance-operator"
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    memo.ctx = handlers.Context(
+        settings=cfg, kube=k8s.Kube.from_environment(timeout=cfg.api_timeout_seconds),
+        redis=metrics_source.RedisClients(timeout=cfg.redis_timeout_seconds))
+
+
+@kopf.on.cleanup()
+def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Release the pools."""
+    ctx = memo.get("ctx")
+    if ctx is not None:
+        ctx.redis.close()
+        ctx.kube.close()
+
+
+@kopf.daemon(GROUP, VERSION, AUTOSCALERS, cancellation_timeout=10.0)
+def autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, status: kopf.Status, memo: kopf.Memo,
+              **_: Any) -> None:
+    """Poll every spec.pollingIntervalSeconds (``body`` is live: spec edits apply next poll)."""
+    state = handlers.AutoscalerState.from_status(status)
+    while not stopped:
+        try:
+            interval = handlers.reconcile_autoscaler(memo.ctx, body, state)
+        except Exception:  # one failed poll must not end the daemon; the next one retries
+            log.exception("autoscaler %s/%s: poll failed", body.meta.namespace, body.meta.name)
+            interval = float(body.spec.get("pollingIntervalSeconds", 15))
+        stopped.wait(interval)
+
+
+@kopf.on.resume(GROUP, VERSION, REPLAYS)
+@kopf.on.create(GROUP, VERSION, REPLAYS)
+def replay(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Create the replay Job (exactly one: deterministic name, 409 is fine)."""
+    handlers.start_replay(memo.ctx, body)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=JOB_LABELS)
+def replay_job(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Job progress and completion flow into the owning DeadLetterReplay's status."""
+    if event.get("type") != "DELETED":
+        handlers.sync_replay(memo.ctx, body)

@@ -1,0 +1,147 @@
+"""Read-only views of the broker and the breakers for one WorkerAutoscaler (Redis only).
+
+Counting reuses ``compliance.store.broker`` and ``BreakerStore`` so the operator and the API
+agree on what "queued", "in flight" and "open" mean.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from compliance.delivery.ssrf import UnsafeURLError, parse_target
+from compliance.store import broker
+from compliance.store.breakers import BreakerStore
+from compliance_operator import policy
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one poll reads from Redis."""
+
+    queue_length: int
+    in_flight: int
+    open_breakers: int
+    known_breakers: int
+    open_backlog_share: float | None
+
+
+class RedisClients:
+    """One small client per Redis URL, shared by every autoscaler that names it."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = timeout
+        self._clients: dict[str, redis.Redis] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> redis.Redis:
+        """The client for ``url`` (created on first use; nothing connects until a call)."""
+        with self._lock:
+            client = self._clients.get(url)
+            if client is None:
+                client = redis.Redis.from_url(
+                    url, decode_responses=True, socket_timeout=self._timeout,
+                    socket_connect_timeout=self._timeout, retry=None, max_connections=8)
+                self._clients[url] = client
+            return client
+
+    def close(self) -> None:
+        """Release every pool."""
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+
+def read_snapshot(
+    client: redis.Redis, *, prefix: str, queue: str, sample_size: int, sample_backlog: bool,
+    reset_timeout: float, active_window: float, now: float | None = None,
+) -> Snapshot:
+    """Queue length, unacked count for ``queue``, breaker counts and the open-backlog share."""
+    now = time.time() if now is None else now
+    queued = broker.queue_length(client, prefix=prefix, queue=queue)
+    in_flight = broker.in_flight(client, prefix=prefix)[queue]
+    states = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0).all(now)
+    open_count, known, open_names = policy.breaker_counts(states, now=now, active_window=active_window)
+    share = None
+    if sample_backlog and open_names:
+        share = policy.backlog_share(
+            sample_destinations(client, prefix=prefix, queue=queue, limit=sample_size), open_names)
+    return Snapshot(queue_length=queued, in_flight=in_flight, open_breakers=open_count,
+                    known_breakers=known, open_backlog_share=share)
+
+
+def sample_destinations(client: redis.Redis, *, prefix: str, queue: str, limit: int) -> list[str]:
+    """Breaker names (scheme://host:port) of up to ``limit`` messages the workers face next.
+
+    Unacked messages of the queue come first: deliveries deferred by an open breaker wait there
+    (as countdown tasks) and are exactly the backlog more workers cannot help. Then the head of
+    the list (kombu LPUSHes and BRPOPs, so the next messages sit at the right end).
+    """
+    out: list[str] = []
+    for _tag, raw in client.hscan_iter(f"{prefix}unacked", count=min(limit, 1000)):
+        if len(out) >= limit:
+            break
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        if routing_key == queue:
+            dest = message_destination(message)
+            if dest:
+                out.append(dest)
+    remaining = limit - len(out)
+    if remaining > 0:
+        raws: list[str] = client.lrange(f"{prefix}{queue}", -remaining, -1)  # type: ignore[assignment]
+        for raw in raws:
+            dest = message_destination(raw)
+            if dest:
+                out.append(dest)
+    return out
+
+
+def message_destination(message: str | dict[str, Any]) -> str | None:
+    """The breaker name a kombu delivery message is addressed to, or None (not a delivery)."""
+    try:
+        payload = json.loads(message) if isinstance(message, str) else message
+        body = payload["body"]
+        if payload.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        url = args[0]["url"]
+        return parse_target(str(url), https_only=False, allowed_ports=()).origin
+    except (ValueError, TypeError, KeyError, IndexError, UnsafeURLError):
+        return None
+
+
+def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int] | None:
+    """Tasks each worker holds (active + reserved + scheduled), keyed by pod name.
+
+    Asked over the broker with Celery's remote control (``inspect``), the same channel as
+    ``celery inspect active``. Workers are named ``<kind>@<hostname>`` and a pod's hostname is
+    its name. None when no worker answered (then nothing is annotated).
+    """
+    from celery import Celery
+
+    app = Celery("compliance-operator", broker=url, set_as_current=False)
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    app.conf.broker_connection_retry_on_startup = False
+    try:
+        inspect = app.control.inspect(timeout=timeout)
+        replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+    except Exception:  # the broker is unreachable: no annotation, scaling proceeds
+        return None
+    finally:
+        app.close()
+    held: dict[str, int] = {}
+    for reply in replies:
+        for worker, tasks in (reply or {}).items():
+            pod = str(worker).split("@", 1)[-1]
+            held[pod] = held.get(pod, 0) + len(tasks or [])
+    return held or None

@@ -57,7 +57,10 @@ class ControlResult(BaseModel):
 
 
 class Summary(BaseModel):
-    """Counts and a severity-weighted score (percent of applicable weight that passed)."""
+    """Counts and a severity-weighted score (percent of applicable weight that passed).
+
+    ``compliant`` needs at least one passed control: evidence that matched nothing proves nothing.
+    """
 
     total: int
     passed: int
@@ -116,17 +119,17 @@ def summarize(results: list[ControlResult]) -> Summary:
     """Counts and score of a list of results (pure)."""
     passed = [r for r in results if r.outcome is Outcome.PASS]
     failed = [r for r in results if r.outcome is Outcome.FAIL]
-    applicable = SEVERITY_WEIGHTS_sum(passed) + SEVERITY_WEIGHTS_sum(failed)
-    score = round(100 * SEVERITY_WEIGHTS_sum(passed) / applicable, 1) if applicable else None
+    applicable = _weight(passed) + _weight(failed)
+    score = round(100 * _weight(passed) / applicable, 1) if applicable else None
     by_severity = {severity: 0 for severity in SEVERITY_WEIGHTS}
     for result in failed:
         by_severity[result.severity] += 1
     return Summary(total=len(results), passed=len(passed), failed=len(failed),
                    not_applicable=len(results) - len(passed) - len(failed), score=score,
-                   compliant=not failed, failed_by_severity=by_severity)
+                   compliant=bool(passed) and not failed, failed_by_severity=by_severity)
 
 
-def SEVERITY_WEIGHTS_sum(results: list[ControlResult]) -> int:
+def _weight(results: list[ControlResult]) -> int:
     """Total severity weight of ``results``."""
     return sum(SEVERITY_WEIGHTS[r.severity] for r in results)
 

@@ -9,6 +9,7 @@ import click
 
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
+from compliance.cli.report import report
 
 WORKER_KINDS = {
     # kind: (pool, queues from settings attribute names)
@@ -81,6 +82,7 @@ def ensure_multiproc_dir() -> str:
 
 cli.add_command(dev)
 cli.add_command(dlq)
+cli.add_command(report)
 
 
 if __name__ == "__main__":  # pragma: no cover

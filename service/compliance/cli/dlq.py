@@ -6,11 +6,15 @@ import json
 import sys
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import click
 from tqdm import tqdm
 
-from compliance.api.services import Services
 from compliance.store.dead_letters import DeadLetterFilter
+
+if TYPE_CHECKING:  # importing the service stack here would load prometheus_client too early
+    from compliance.api.services import Services
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,6 +57,7 @@ def _selector(error_type: str | None, destination: str | None, older_than: str |
 def _services() -> Services:
     from pydantic import ValidationError
 
+    from compliance.api.services import Services
     from compliance.settings import Settings
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import click
@@ -71,7 +72,9 @@ def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, 
 
 
 def ensure_multiproc_dir() -> str:
-    """Point prometheus-client at a multiprocess directory (before it is imported)."""
+    """Point prometheus-client at a multiprocess directory (it reads the variable on import)."""
+    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        raise RuntimeError("prometheus_client was imported before the multiprocess dir was set")
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not path:
         path = tempfile.mkdtemp(prefix="compliance-metrics-")

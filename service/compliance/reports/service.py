@@ -103,7 +103,8 @@ def accept(
     ))
     try:
         celery.send_task(REPORT_TASK, args=[report_id], queue=settings.queue_name,
-                         argsrepr=f"<report {report_id}>", kwargsrepr="{}")
+                         argsrepr=f"<report {report_id}>", kwargsrepr="{}",
+                         headers={"correlation_id": correlation_id} if correlation_id else None)
     except Exception:
         records.delete(report_id)
         try:

@@ -6,6 +6,7 @@ VENV=${VENV:-.venv}
 set -e
 echo "== ruff"; "$VENV/bin/ruff" check service operator tests bench
 echo "== mypy"; "$VENV/bin/mypy"
+echo "== import contracts"; "$VENV/bin/lint-imports"
 set +e
 echo "== pytest"
 "$VENV/bin/pytest" "$@"

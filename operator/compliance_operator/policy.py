@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from compliance.store.breakers import BreakerState
+from compliance.store.records import BreakerState
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 # Pod deletion cost is an int32; busy pods get their held-task count, capped well inside it.

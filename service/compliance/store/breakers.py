@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 import redis
 
 from compliance.store import keys
+from compliance.store.records import STATE_VALUES, BreakerState
+
+__all__ = ["STATE_VALUES", "BreakerState", "BreakerStore"]
 
 # KEYS[1]: breaker hash. ARGV: now, reset_timeout, probe_lease.
 # Returns {decision, seconds}: decision is allow | probe | deny; seconds is the wait when denied.
@@ -74,21 +75,6 @@ if result == 'failure' then
 end
 return 'closed'
 """
-
-
-@dataclass(frozen=True)
-class BreakerState:
-    """A breaker as listed by the API and exported as a metric."""
-
-    destination: str
-    state: str
-    failures: int
-    opened_at: float | None
-    times_opened: int
-    updated_at: float | None
-
-
-STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class BreakerStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -61,3 +62,18 @@ class DeadLetter(BaseModel):
     created_at: float
     failed_at: float
     replay_count: int = 0
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """A breaker as listed by the API and exported as a metric."""
+
+    destination: str
+    state: str
+    failures: int
+    opened_at: float | None
+    times_opened: int
+    updated_at: float | None
+
+
+STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}

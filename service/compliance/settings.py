@@ -198,6 +198,11 @@ class Settings(BaseSettings):
                 f"longest retry countdown ({longest_task} + {longest_wait:.0f} s), or Redis "
                 "redelivers tasks that are still running or waiting"
             )
+        if self.redis_max_connections < self.delivery_concurrency + 8:
+            raise ValueError(
+                "redis_max_connections must cover delivery_concurrency plus headroom "
+                f"(>= {self.delivery_concurrency + 8}), or delivery threads queue for connections"
+            )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
         if not self.dev_mode:

@@ -36,7 +36,7 @@ def settled(api, webhook_id, want=("delivered", "failed"), timeout=60):
 
 
 def test_end_to_end_delivery_signed_with_correlation_id(api, receiver, start_worker, r):
-    start_worker()
+    worker = start_worker()
     webhook_id = submit(api, receiver, payload={"report": "r-1"}, **{"X-Correlation-ID": "corr-e2e-1"})
     (request,) = receiver.wait_for(1)
     body = request.body.decode()
@@ -48,6 +48,10 @@ def test_end_to_end_delivery_signed_with_correlation_id(api, receiver, start_wor
     record = settled(api, webhook_id)
     assert record["status"] == "delivered" and record["attempts"] == 1
     assert 0 < r.ttl(f"webhook_status:{webhook_id}") <= 1800
+    # the worker's JSON log lines about this webhook carry the correlation id
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    delivered = [x for x in lines if x.get("message") == "webhook delivered"]
+    assert delivered and delivered[0]["correlation_id"] == "corr-e2e-1"
 
 
 def test_celery_cli_sees_the_worker(env, start_worker):
@@ -204,13 +208,14 @@ def test_bounded_deferral_ends_in_dlq_as_circuit_open(api, receiver, start_worke
 
 def test_breaker_opens_across_two_workers_and_probes_once(api, receiver, start_worker, r, settings, admin_headers):
     receiver.default = Reply(500)
-    start_worker(concurrency=2, name="a")
-    start_worker(concurrency=2, name="b")
+    first = start_worker(concurrency=2, name="a")
+    second = start_worker(concurrency=2, name="b")
     origin = f"http://127.0.0.1:{receiver.port}"
     ids = [submit(api, receiver, f"/p{i}") for i in range(6)]
     wait_until(lambda: r.hget(f"compliance:breaker:{origin}", "state") == "open", timeout=60)
     assert int(r.hget(f"compliance:breaker:{origin}", "failures")) == 5
-    # both processes took part (the hostname is in each worker's log)
+    # both worker processes took part in the failures that opened it
+    assert "retry scheduled" in first.log() and "retry scheduled" in second.log()
     received_at_open = len(receiver.received())
     assert received_at_open >= 5
     opened_at = float(r.hget(f"compliance:breaker:{origin}", "opened_at"))

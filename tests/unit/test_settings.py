@@ -75,3 +75,8 @@ def test_secrets_must_be_whsec():
 def test_soft_limit_below_hard_limit():
     with pytest.raises(ValidationError, match="soft"):
         Settings(dev_mode=True, task_soft_time_limit=3600)
+
+
+def test_redis_pool_covers_delivery_threads():
+    with pytest.raises(ValidationError, match="redis_max_connections"):
+        Settings(dev_mode=True, delivery_concurrency=256, redis_max_connections=100)

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     delivery_task_time_limit: int = Field(default=120, ge=1)
     # Broker visibility timeout: an unacked message is redelivered after this many seconds.
     broker_visibility_timeout: int = Field(default=7200, ge=1)
+    # Seconds between a worker's sweeps for unacked messages past the visibility timeout.
+    broker_restore_interval: int = Field(default=60, ge=1)
     # Seconds a busy worker keeps running tasks after SIGTERM before a cold shutdown requeues the
     # rest (Celery sleeps this long whenever tasks are active; the pod grace period must exceed it).
     worker_soft_shutdown_timeout: float = Field(default=30.0, ge=0)

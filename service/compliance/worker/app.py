@@ -26,6 +26,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "global_keyprefix": settings.broker_key_prefix,
             # Above the longest task time limit plus the longest countdown (checked by Settings).
             "visibility_timeout": settings.broker_visibility_timeout,
+            # kombu sweeps every interval * throttle seconds (default 10 * 10): make it one knob.
+            "unacked_restore_interval": settings.broker_restore_interval,
+            "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": 10,

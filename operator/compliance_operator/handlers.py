@@ -70,6 +70,7 @@ class AutoscalerState:
     history: tuple[policy.Recommendation, ...] = ()
     conditions: list[dict[str, Any]] = field(default_factory=list)
     last_reason: str = ""
+    since: float | None = None  # start of the recommendation history (set on the first poll)
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> AutoscalerState:
@@ -78,7 +79,8 @@ class AutoscalerState:
                         for r in status.get("recommendations") or [])
         conditions = [dict(c) for c in status.get("conditions") or []]
         scaling = next((c for c in conditions if c.get("type") == "Scaling"), {})
-        return cls(history=history, conditions=conditions, last_reason=str(scaling.get("reason", "")))
+        return cls(history=history, conditions=conditions, last_reason=str(scaling.get("reason", "")),
+                   since=min((r.time for r in history), default=None))
 
 
 def reconcile_autoscaler(ctx: Context, body: Mapping[str, Any], state: AutoscalerState) -> float:
@@ -136,10 +138,12 @@ def reconcile_autoscaler(ctx: Context, body: Mapping[str, Any], state: Autoscale
     status.update(queueLength=snap.queue_length, inFlight=snap.in_flight, openBreakers=snap.open_breakers,
                   knownBreakers=snap.known_breakers, openBacklogShare=snap.open_backlog_share)
 
+    if state.since is None:
+        state.since = now
     decision = policy.decide(scale_policy(spec), policy.Observation(
         now=now, current_replicas=current, queue_length=snap.queue_length, in_flight=snap.in_flight,
         open_breakers=snap.open_breakers, known_breakers=snap.known_breakers,
-        open_backlog_share=snap.open_backlog_share), state.history)
+        open_backlog_share=snap.open_backlog_share), state.history, state.since)
     state.history = decision.history
     status.update(desiredReplicas=decision.desired,
                   recommendations=[{"time": r.time, "replicas": r.replicas} for r in decision.history])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes import client as kclient
@@ -181,4 +181,5 @@ class Kube:
 
 def event(body: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
     """A Kubernetes Event (``kind`` Normal or Warning) on the object (events create), via kopf."""
-    kopf.event(body if isinstance(body, kopf.Body) else kopf.Body(dict(body)), type=kind, reason=reason, message=message)
+    target = body if isinstance(body, kopf.Body) else kopf.Body(cast("kopf.RawBody", dict(body)))
+    kopf.event(target, type=kind, reason=reason, message=message)

@@ -24,6 +24,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     logging.getLogger().setLevel(cfg.log_level)
     settings.peering.name = cfg.peering_name
     settings.peering.standalone = cfg.standalone or settings.peering.standalone
+    settings.scanning.disabled = cfg.scanning_disabled or settings.scanning.disabled
     settings.posting.reporting_component = "compliance-operator"
     settings.persistence.finalizer = f"{GROUP}/operator"
     memo.ctx = handlers.Context(

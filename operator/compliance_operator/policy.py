@@ -107,7 +107,8 @@ def breaker_hold(policy: ScalePolicy, obs: Observation) -> str | None:
     return None
 
 
-def decide(policy: ScalePolicy, obs: Observation, history: Sequence[Recommendation]) -> Decision:
+def decide(policy: ScalePolicy, obs: Observation, history: Sequence[Recommendation],
+           observing_since: float | None = None) -> Decision:
     """Desired replicas from demand, smoothed like the HPA's behaviour, held by breakers.
 
     * scale up to the LOWEST recommendation in the scale-up window (demand must persist),
@@ -115,6 +116,9 @@ def decide(policy: ScalePolicy, obs: Observation, history: Sequence[Recommendati
     * scale down to the HIGHEST recommendation in the scale-down window (quiet must persist),
       by at most ``down_max_step``;
     * min/max always win (a Deployment outside them is brought inside at once).
+
+    ``observing_since``: when the history starts. Until it covers the scale-down window there is
+    no evidence the current count is too high (a fresh or restarted operator), so no scale-down.
     """
     raw = raw_replicas(obs.demand, target_per_replica=policy.target_per_replica,
                        min_replicas=policy.min_replicas, max_replicas=policy.max_replicas)
@@ -123,6 +127,8 @@ def decide(policy: ScalePolicy, obs: Observation, history: Sequence[Recommendati
     up_rec = min(r.replicas for r in recent if obs.now - r.time <= policy.up_window)
     down_rec = max(r.replicas for r in recent if obs.now - r.time <= policy.down_window)
     current = obs.current_replicas
+    if observing_since is not None and obs.now - observing_since < policy.down_window:
+        down_rec = max(down_rec, current)
     hold = breaker_hold(policy, obs)
     demand_text = f"demand {obs.demand} (queued {obs.queue_length} + in flight {obs.in_flight})"
 

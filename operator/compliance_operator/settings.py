@@ -28,6 +28,9 @@ class OperatorSettings(BaseSettings):
     standalone: bool = False
     # Liveness endpoint served by kopf (empty disables it).
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # Do not list/watch namespaces and CRDs: serve only the exact names in `namespaces`
+    # (for RBAC without namespaces list/watch, and for API stand-ins that cannot list them).
+    scanning_disabled: bool = False
     # Log level of the operator process.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

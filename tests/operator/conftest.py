@@ -32,6 +32,7 @@ RESOURCES: dict[str, tuple[str, set[str]]] = {
     "v1/pods": ("Pod", {"status"}),
     "v1/secrets": ("Secret", set()),
     "v1/events": ("Event", set()),
+    "v1/namespaces": ("Namespace", set()),  # discovery only: kmock cannot serve its listing
 }
 PATHS = {
     "apps/v1/deployments": "/apis/apps/v1/namespaces/{ns}/deployments",
@@ -49,9 +50,17 @@ _rv = iter(range(1, 1_000_000))
 class Api:
     """The test's own client of kmock: every change goes through HTTP, so watchers see it."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, url: str, session: aiohttp.ClientSession, mock: kmock.KubernetesEmulator) -> None:
         self.url = url.rstrip("/")
         self.session = session
+        self.mock = mock
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        """Events the operator posted (read from kmock's request log: kmock ignores
+        generateName, so every Event after the first answers 409 and is not stored)."""
+        return [dict(req.data) for req in list(self.mock)
+                if str(req.method).upper().endswith("POST") and req.url.path.endswith("/events")
+                and isinstance(req.data, dict) and req.data.get("reason") == reason]
 
     def _path(self, kind: str, name: str | None = None, sub: str | None = None) -> str:
         path = self.url + PATHS[kind].format(ns=NS)
@@ -141,14 +150,14 @@ async def api(kmock: kmock.KubernetesEmulator, tmp_path: Path,
     # The kubernetes client reads KUBECONFIG once at import.
     monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     async with aiohttp.ClientSession() as session:
-        yield Api(url, session)
+        yield Api(url, session, kmock)
 
 
 @pytest.fixture
 def operator_env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """Set COMPLIANCE_OPERATOR_* for the operator run (after conftest cleared ambient ones)."""
     def _set(**values: str) -> None:
-        base = {"STANDALONE": "true", "LIVENESS_ENDPOINT": "", "INSPECT_TIMEOUT_SECONDS": "0.3",
+        base = {"STANDALONE": "true", "SCANNING_DISABLED": "true", "LIVENESS_ENDPOINT": "", "INSPECT_TIMEOUT_SECONDS": "0.3",
                 "BREAKER_RESET_TIMEOUT": "60", "REPLAY_IMAGE": "registry.test/compliance:1.0",
                 "REPLAY_ENV_FROM_SECRETS": "compliance-env"}
         for key, value in {**base, **values}.items():

@@ -90,8 +90,8 @@ async def test_unacked_and_backlog_raise_replicas(cluster: Api, services: Servic
     await api.create("workerautoscalers", autoscaler())
     async with running_operator():
         await eventually(lambda: _replicas_is(api, 2), message="reserved tasks did not count")
-        st = await status_of(api)
-        assert (st["queueLength"], st["inFlight"], st["desiredReplicas"]) == (0, 10, 2)
+        st = await eventually(lambda: _status_with(api, desiredReplicas=2))
+        assert (st["queueLength"], st["inFlight"], st["currentReplicas"]) == (0, 10, 2)
         publish(services, 20)  # demand 30 / 5 per replica
         await eventually(lambda: _replicas_is(api, 6), message="backlog did not raise replicas")
         st = await eventually(lambda: _status_with(api, queueLength=20))
@@ -137,8 +137,7 @@ async def test_empty_queue_scales_down_slowly(cluster: Api, r: redis.Redis) -> N
             return seen[-1][1] == 2
         await eventually(track, timeout=30)
         st = await status_of(api)
-    # the first poll records 4 (current load of the old recommendation is not known: it starts
-    # with the current count as the only history), so nothing moves inside the window
+    # a fresh operator has no history: nothing moves before the window has been observed
     values = [v for _, v in seen]
     assert values == sorted(values, reverse=True)
     assert set(values) <= {4, 3, 2}, "steps larger than maxStep"
@@ -178,5 +177,5 @@ async def _reason_is(api: Api, reason: str) -> dict[str, Any] | None:
 
 
 async def _events(api: Api, reason: str, at_least: int) -> list[dict[str, Any]] | None:
-    events = [e for e in await api.list("v1/events") if e.get("reason") == reason]
+    events = api.events(reason)
     return events if len(events) >= at_least else None

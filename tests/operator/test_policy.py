@@ -80,6 +80,15 @@ def test_decide_table(policy: ScalePolicy, observation: Observation, history: li
     assert decision.breaker_hold == (reason == "BreakerHold")
 
 
+def test_no_scale_down_until_the_history_covers_the_window() -> None:
+    """A fresh (or restarted, status-less) operator has no evidence the current count is too high."""
+    assert decide(P, obs(4, 0, now=1000), [], observing_since=1000).reason == "Stabilizing"
+    assert decide(P, obs(4, 0, now=1299), [], observing_since=1000).desired == 4
+    assert decide(P, obs(4, 0, now=1300), [], observing_since=1000).desired == 3
+    # ... but it scales up at once
+    assert decide(P, obs(1, 100, now=1000), [], observing_since=1000).desired == 5
+
+
 def test_history_keeps_only_the_longest_window_plus_now() -> None:
     decision = decide(P, obs(2, 0, now=1000), [H(100, 9), H(800, 3)])
     assert decision.history == (H(800, 3), H(1000, 1))

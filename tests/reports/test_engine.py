@@ -162,3 +162,17 @@ def test_renderings_carry_every_control(facade):
     assert "&lt;b&gt;acme&lt;/b&gt;" in page and "<b>acme" not in page
     assert page.count("<tr class=") == len(doc.results)
     assert len(load_packs()) == 2
+
+
+def test_score_is_the_severity_weighted_share_of_applicable_controls():
+    from compliance.reports.facade import ControlResult, summarize
+
+    def result(severity, outcome):
+        return ControlResult(id="x", title="x", severity=severity, outcome=outcome, reason="",
+                             evidence_paths=["a"], remediation="r")
+
+    summary = summarize([result("critical", Outcome.PASS), result("low", Outcome.FAIL),
+                         result("high", Outcome.NOT_APPLICABLE)])
+    assert summary.score == round(100 * 10 / 11, 1)
+    assert (summary.passed, summary.failed, summary.not_applicable) == (1, 1, 1)
+    assert summary.failed_by_severity["low"] == 1 and not summary.compliant

@@ -184,23 +184,24 @@ def _protect_busy_pods(ctx: Context, deployment: Mapping[str, Any], url: str, pr
 
 # --- DeadLetterReplay --------------------------------------------------------------------------------------
 
-def start_replay(ctx: Context, body: Mapping[str, Any]) -> None:
-    """Create the replay's one Job (idempotent) and record it in the status."""
-    meta = body["metadata"]
+def start_replay(ctx: Context, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the replay's one Job (idempotent); returns the status fields to merge.
+
+    The status goes back through kopf's own patch (one write with its progress annotation), so
+    a watch event of a half-written object cannot trigger a second creation attempt.
+    """
     status = body.get("status") or {}
     if status.get("phase") in ("Succeeded", "Failed"):
-        return
+        return {}
     job, created = ctx.kube.create_job(jobs.build_job(body=body, settings=ctx.settings))
     name = job["metadata"]["name"]
     if created:
         k8s.event(body, kind="Normal", reason="JobCreated", message=f"created Job {name}")
-    now = ctx.clock()
-    ctx.kube.patch_status(REPLAYS, meta["namespace"], meta["name"], {
-        "phase": status.get("phase") or "Pending", "jobName": name,
+    return {
+        "phase": status.get("phase") or jobs.job_phase(job), "jobName": name,
         "dryRun": bool((body.get("spec") or {}).get("dryRun", False)),
-        "startTime": status.get("startTime") or iso(now),
-    })
-    sync_replay(ctx, job)
+        "startTime": status.get("startTime") or iso(ctx.clock()),
+    }
 
 
 def sync_replay(ctx: Context, job: Mapping[str, Any]) -> None:

@@ -57,9 +57,9 @@ def autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, status: kopf.Status,
 
 @kopf.on.resume(GROUP, VERSION, REPLAYS)
 @kopf.on.create(GROUP, VERSION, REPLAYS)
-def replay(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def replay(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Create the replay Job (exactly one: deterministic name, 409 is fine)."""
-    handlers.start_replay(memo.ctx, body)
+    patch.status.update(handlers.start_replay(memo.ctx, body))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=JOB_LABELS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+
 import redis
 
 from compliance.store import keys

@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 JOB_LABELS = {"app.kubernetes.io/managed-by": "compliance-operator"}
 
 
+def registry() -> kopf.OperatorRegistry:
+    """The registry these handlers were registered in (kopf's default one)."""
+    return kopf.get_default_registry()
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Build settings and clients here, not at import."""

@@ -10,6 +10,7 @@ import click
 
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
+from compliance.cli.operator import operator
 from compliance.cli.report import report
 
 WORKER_KINDS = {
@@ -85,6 +86,7 @@ def ensure_multiproc_dir() -> str:
 
 cli.add_command(dev)
 cli.add_command(dlq)
+cli.add_command(operator)
 cli.add_command(report)
 
 

@@ -160,7 +160,15 @@ def decide(policy: ScalePolicy, obs: Observation, history: Sequence[Recommendati
     if bounded == current and reason in ("ScaleUp", "ScaleDown"):
         reason, message = "Stable", f"{demand_text}; {current} replicas fit"
     return Decision(desired=bounded, raw=raw, reason=reason, message=message,
-                    breaker_hold=hold is not None and reason == "BreakerHold", history=recent)
+                    breaker_hold=hold is not None and reason == "BreakerHold", history=_compact(recent))
+
+
+def _compact(history: Sequence[Recommendation]) -> tuple[Recommendation, ...]:
+    """Drop an entry when the next one has the same count: for a min or max over a window
+    ending now, a run of equal values matters only through its newest time. Keeps the status
+    small (a 1 s poll with a 1 h window would otherwise store 3,600 entries)."""
+    return tuple(r for r, nxt in zip(history, (*history[1:], None), strict=True)
+                 if nxt is None or nxt.replicas != r.replicas)
 
 
 def breaker_counts(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compliance.store.breakers import BreakerState
+from compliance.store.records import BreakerState
 from compliance_operator.policy import (
     Observation,
     Recommendation,
@@ -92,6 +92,13 @@ def test_no_scale_down_until_the_history_covers_the_window() -> None:
 def test_history_keeps_only_the_longest_window_plus_now() -> None:
     decision = decide(P, obs(2, 0, now=1000), [H(100, 9), H(800, 3)])
     assert decision.history == (H(800, 3), H(1000, 1))
+
+
+def test_history_is_compacted_without_changing_decisions() -> None:
+    history = [H(900 + i, 4) for i in range(50)] + [H(960, 2), H(970, 2)]
+    decision = decide(P, obs(4, 0, now=1000), history)
+    assert decision.history == (H(949, 4), H(970, 2), H(1000, 1))
+    assert decide(P, obs(4, 0, now=1000), decision.history).desired == decision.desired == 4
 
 
 def test_empty_queue_scales_down_one_step_per_window() -> None:

@@ -6,7 +6,9 @@
 * ``k8s_api_client`` (session): kubernetes.client.ApiClient for the admin identity.
 * ``k8s_namespace`` (function): a fresh namespace, deleted afterwards.
 
-Env: ENVTEST_K8S_VERSION (default v1.34.4), COMPLIANCE_K8S_CONTROLLER_MANAGER=1 (also run
+Env: ENVTEST_K8S_VERSIONS (comma-separated; default ``v1.34.4,v1.35.4``: the whole tier runs
+once per version, ``control_plane`` is parametrized by it), ENVTEST_K8S_VERSION (one version
+only, when ENVTEST_K8S_VERSIONS is unset), COMPLIANCE_K8S_CONTROLLER_MANAGER=1 (also run
 kube-controller-manager), COMPLIANCE_K8S_KEEP=1 (keep logs/data dir), COMPLIANCE_SKIP_K8S=1.
 
 The (possibly slow, cold ~minutes) binary build runs in ``pytest_collection_finish``, i.e.
@@ -28,8 +30,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from controlplane import ControlPlane, ControlPlaneError, build_binaries
 
-_BIN_KEY = pytest.StashKey[Path]()
+_BIN_KEY = pytest.StashKey[dict[str, Path]]()
 _ERR_KEY = pytest.StashKey[str]()
+# Two minors by default; the CI budget allows both (cold build ~5 min each, cached after).
+DEFAULT_VERSIONS = ("v1.34.4", "v1.35.4")
+
+
+def k8s_versions() -> list[str]:
+    """Kubernetes versions the tier runs against (each gets its own control plane)."""
+    many = os.environ.get("ENVTEST_K8S_VERSIONS", "").strip()
+    if many:
+        return [v.strip() for v in many.split(",") if v.strip()]
+    one = os.environ.get("ENVTEST_K8S_VERSION", "").strip()
+    return [one] if one else list(DEFAULT_VERSIONS)
 
 
 def _skip_k8s() -> bool:
@@ -49,20 +62,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(item.get_closest_marker("k8s") for item in session.items):
         return
+    built: dict[str, Path] = {}
     try:
-        session.config.stash[_BIN_KEY] = build_binaries()
+        for version in k8s_versions():
+            built[version] = build_binaries(version)
     except ControlPlaneError as e:
         session.config.stash[_ERR_KEY] = str(e)
+    session.config.stash[_BIN_KEY] = built
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=k8s_versions())
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     if _skip_k8s():
         pytest.skip("COMPLIANCE_SKIP_K8S=1: real kube-apiserver tests disabled")
     stash = request.config.stash
     if _ERR_KEY in stash:
         pytest.fail(f"envtest binaries could not be built:\n{stash[_ERR_KEY]}", pytrace=False)
-    bins = stash.get(_BIN_KEY, None) or build_binaries()
+    version: str = request.param
+    bins = stash.get(_BIN_KEY, {}).get(version) or build_binaries(version)
     cp = ControlPlane(
         bins,
         # Off by default: without it there are no controllers (no "default" SA, no
@@ -114,3 +131,22 @@ def k8s_namespace(k8s_api_client) -> Iterator[str]:  # type: ignore[no-untyped-d
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+@pytest.fixture(scope="session")
+def crds(k8s_api_client) -> list[str]:  # type: ignore[no-untyped-def]
+    """manifests/crds installed in the control plane and Established (names)."""
+    from k8s_helpers import CRD_DIR, apply_crds, yaml_docs
+
+    docs = [doc for path in sorted(CRD_DIR.glob("*.yaml")) for doc in yaml_docs(path)]
+    return apply_crds(k8s_api_client, docs)
+
+
+@pytest.fixture(scope="session")
+def k8s_tools_dir() -> Path:
+    """Directory with kubectl, helm3 and helm4 (scripts/k8s-tools.sh)."""
+    if _skip_k8s():
+        pytest.skip("COMPLIANCE_SKIP_K8S=1: real kube-apiserver tests disabled")
+    from k8s_helpers import k8s_tools
+
+    return k8s_tools()

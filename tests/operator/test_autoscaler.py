@@ -179,3 +179,27 @@ async def _reason_is(api: Api, reason: str) -> dict[str, Any] | None:
 async def _events(api: Api, reason: str, at_least: int) -> list[dict[str, Any]] | None:
     events = api.events(reason)
     return events if len(events) >= at_least else None
+
+
+async def test_paused_observes_but_never_scales(cluster: Api, services: Services) -> None:
+    api = cluster
+    await api.deployment(TARGET, 1)
+    publish(services, 30)
+    await api.create("workerautoscalers", autoscaler(paused=True))
+    async with running_operator():
+        st = await eventually(lambda: _reason_is(api, "Paused"))
+        assert st["queueLength"] == 30 and st["desiredReplicas"] == 6
+        assert await api.replicas(TARGET) == 1
+        await api.patch("workerautoscalers", "wa", {"spec": {"paused": False}})
+        await eventually(lambda: _replicas_is(api, 6), message="unpausing did not apply the live spec")
+
+
+async def test_unreachable_redis_is_a_condition_not_a_scale(api: Api, operator_env: Callable[..., None]) -> None:
+    operator_env(REDIS_TIMEOUT_SECONDS="0.5")
+    await api.secret("redis", {"COMPLIANCE_REDIS_URL": "redis://127.0.0.1:1/0"})
+    await api.deployment(TARGET, 3)
+    await api.create("workerautoscalers", autoscaler())
+    async with running_operator():
+        st = await eventually(lambda: _reason_is(api, "RedisUnavailable"))
+        assert condition(st, "Ready")["status"] == "False"
+        assert await api.replicas(TARGET) == 3

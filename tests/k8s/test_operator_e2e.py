@@ -1,0 +1,253 @@
+"""The compliance operator end to end: ``kopf run`` against a real kube-apiserver with
+kube-controller-manager (Deployment, Job and garbage-collector controllers) and a real Redis.
+
+No kubelet runs, so the one thing simulated is what a kubelet would write: the replay pod's
+final status with the container's termination message (the operator's counts channel).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from controlplane import ControlPlane, ControlPlaneError
+from k8s_helpers import AUTOSCALERS, CRD_DIR, GROUP, REPLAYS, VERSION, apply_crds, eventually, new_client, yaml_docs
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from operator_proc import running_operator
+
+from compliance.api.services import Services
+from compliance.delivery.models import Envelope
+from compliance.settings import Settings
+
+pytestmark = pytest.mark.k8s
+
+QUEUE = "compliance_webhooks"
+TARGET = "worker-deliveries"
+IMAGE = "registry.test/compliance:1.0"
+
+
+@pytest.fixture(scope="module")
+def kcm_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """A control plane with kube-controller-manager (the session one when it has it)."""
+    if control_plane.with_controller_manager:
+        yield control_plane
+        return
+    plane = ControlPlane(control_plane.binary_dir, with_controller_manager=True)
+    try:
+        plane.start()
+    except ControlPlaneError as e:
+        pytest.fail(f"control plane with controller-manager did not start:\n{e}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def kcm_api(kcm_plane: ControlPlane) -> Iterator[client.ApiClient]:
+    assert kcm_plane.kubeconfig is not None
+    api = new_client(kcm_plane.kubeconfig)
+    apply_crds(api, [d for p in sorted(CRD_DIR.glob("*.yaml")) for d in yaml_docs(p)])
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def ns(kcm_api: client.ApiClient) -> Iterator[str]:
+    core = client.CoreV1Api(kcm_api)
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    built = Services.build(settings)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def operator(kcm_plane: ControlPlane, ns: str, tmp_path: Path) -> Iterator[None]:
+    assert kcm_plane.kubeconfig is not None
+    with running_operator(kcm_plane.kubeconfig, ns, tmp_path / "operator.log"):
+        yield
+
+
+def _secret(api: client.ApiClient, ns: str, name: str, data: dict[str, str]) -> None:
+    client.CoreV1Api(api).create_namespaced_secret(
+        ns, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data))
+
+
+def _deployment(api: client.ApiClient, ns: str, name: str, replicas: int) -> None:
+    labels = {"app.kubernetes.io/name": "compliance-reporting", "app.kubernetes.io/component": name}
+    client.AppsV1Api(api).create_namespaced_deployment(ns, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "worker", "image": IMAGE}]}}}})
+
+
+def _autoscaler(name: str = "wa", **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "scaleTargetRef": {"name": TARGET},
+        "redis": {"secretRef": {"name": "compliance-redis"}},
+        "queue": QUEUE, "minReplicas": 1, "maxReplicas": 10, "targetTasksPerReplica": 5,
+        "pollingIntervalSeconds": 1,
+        "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0, "maxStep": 10}},
+    }
+    base.update(spec)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "WorkerAutoscaler", "metadata": {"name": name},
+            "spec": base}
+
+
+def _replay(name: str = "replay-1") -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeadLetterReplay", "metadata": {"name": name},
+            "spec": {"selector": {"errorType": "http_5xx", "limit": 50}, "ratePerSecond": 100,
+                     "envFrom": [{"secretRef": {"name": "compliance-env"}}]}}
+
+
+def _create_cr(api: client.ApiClient, ns: str, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(  # type: ignore[no-any-return]
+        GROUP, VERSION, ns, plural, body, field_validation="Strict")
+
+
+def _get_cr(api: client.ApiClient, ns: str, plural: str, name: str) -> dict[str, Any] | None:
+    try:
+        return client.CustomObjectsApi(api).get_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, ns, plural, name)
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def _publish(services: Services, n: int) -> None:
+    """n real delivery messages on compliance-compliance_webhooks, as the API enqueues them."""
+    for _ in range(n):
+        services.submitter.submit(Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url="https://hooks.example.com/in",
+                                           event="report.ready", payload={"x": 1}))
+
+
+def _replicas(api: client.ApiClient, ns: str, name: str = TARGET) -> int:
+    return int(client.AppsV1Api(api).read_namespaced_deployment(name, ns).spec.replicas)
+
+
+def _events(api: client.ApiClient, ns: str, name: str) -> list[client.CoreV1Event]:
+    return [e for e in client.CoreV1Api(api).list_namespaced_event(ns).items if e.involved_object.name == name]
+
+
+def _jobs(api: client.ApiClient, ns: str) -> list[client.V1Job]:
+    return list(client.BatchV1Api(api).list_namespaced_job(ns).items)
+
+
+def _finish_pod(api: client.ApiClient, ns: str, pod: client.V1Pod, summary: dict[str, Any]) -> None:
+    """What the kubelet writes when the replay container exits 0 after writing its summary."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    client.CoreV1Api(api).patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
+        "phase": "Succeeded",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+        "containerStatuses": [{
+            "name": "replay", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(summary),
+                                     "startedAt": now, "finishedAt": now}}}]}})
+
+
+def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, services: Services,
+                                              operator: None) -> None:
+    _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
+    _deployment(kcm_api, ns, TARGET, replicas=1)
+    _create_cr(kcm_api, ns, AUTOSCALERS, _autoscaler())
+    first = eventually(lambda: (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {}).get("lastPollTime"),
+                       message="first poll")
+    assert first
+    assert _replicas(kcm_api, ns) == 1  # empty queue, min 1: nothing to do
+
+    _publish(services, 23)  # ceil(23 / 5) = 5
+    eventually(lambda: _replicas(kcm_api, ns) == 5, timeout=30, message="Deployment scaled to 5")
+    scale = client.AppsV1Api(kcm_api).read_namespaced_deployment_scale(TARGET, ns)
+    assert scale.spec.replicas == 5
+    # The deployment controller follows: its ReplicaSet wants 5 pods too.
+    eventually(lambda: [rs.spec.replicas for rs in client.AppsV1Api(kcm_api).list_namespaced_replica_set(ns).items]
+               == [5], timeout=30, message="ReplicaSet at 5")
+
+    status = eventually(lambda: (s := (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {}))
+                        .get("desiredReplicas") == 5 and s, message="status desiredReplicas 5")
+    assert status["queueLength"] == 23 and status["inFlight"] == 0
+    assert status["currentReplicas"] == 5
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True"
+    events = eventually(lambda: [e for e in _events(kcm_api, ns, "wa") if e.reason == "ScaleUp"],
+                        message="ScaleUp event")
+    assert "1 -> 5" in events[0].message
+    assert events[0].type == "Normal"
+
+
+def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operator: None) -> None:
+    cr = _create_cr(kcm_api, ns, REPLAYS, _replay())
+    (job,) = eventually(lambda: _jobs(kcm_api, ns), message="replay Job created")
+    assert re.fullmatch(r"replay-1-replay-[0-9a-f]{8}", job.metadata.name)
+    (owner,) = job.metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == ("DeadLetterReplay", "replay-1",
+                                                                      cr["metadata"]["uid"], True)
+    # The server (not a mock) accepted the restricted pod template; the Job controller made a pod.
+    pod = eventually(lambda: client.CoreV1Api(kcm_api).list_namespaced_pod(
+        ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items, timeout=30,
+        message="Job pod")[0]
+    assert pod.spec.containers[0].security_context.read_only_root_filesystem is True
+    eventually(lambda: (_get_cr(kcm_api, ns, REPLAYS, "replay-1") or {}).get("status", {}).get("jobName")
+               == job.metadata.name, message="status.jobName")
+
+    _finish_pod(kcm_api, ns, pod, {"matched": 7, "replayed": 6, "skipped": 1, "failed": 0, "dry_run": False})
+    # The Job controller marks the Job complete; the operator copies phase and counts.
+    eventually(lambda: client.BatchV1Api(kcm_api).read_namespaced_job(job.metadata.name, ns).status.succeeded == 1,
+               timeout=30, message="Job succeeded (job controller)")
+    status = eventually(lambda: (s := (_get_cr(kcm_api, ns, REPLAYS, "replay-1") or {}).get("status", {}))
+                        .get("phase") == "Succeeded" and s, timeout=30, message="replay Succeeded")
+    assert (status["matched"], status["replayed"], status["skipped"], status["failed"]) == (7, 6, 1, 0)
+    assert status["completionTime"]
+    complete = next(c for c in status["conditions"] if c["type"] == "Complete")
+    assert complete["status"] == "True"
+    eventually(lambda: [e for e in _events(kcm_api, ns, "replay-1") if e.reason == "ReplaySucceeded"],
+               message="ReplaySucceeded event")
+    time.sleep(2)  # more Job events have arrived by now; still exactly one Job
+    assert [j.metadata.name for j in _jobs(kcm_api, ns)] == [job.metadata.name]
+
+
+def test_deleting_the_resources_collects_only_what_they_own(kcm_api, ns: str, redis_url: str,
+                                                            operator: None) -> None:
+    _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
+    _deployment(kcm_api, ns, TARGET, replicas=2)
+    _create_cr(kcm_api, ns, AUTOSCALERS, _autoscaler(minReplicas=2))
+    _create_cr(kcm_api, ns, REPLAYS, _replay())
+    (job,) = eventually(lambda: _jobs(kcm_api, ns), message="replay Job created")
+    eventually(lambda: (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {}).get("lastPollTime"),
+               message="autoscaler polled")
+    custom = client.CustomObjectsApi(kcm_api)
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, REPLAYS, "replay-1")
+    custom.delete_namespaced_custom_object(GROUP, VERSION, ns, AUTOSCALERS, "wa")
+
+    # The garbage collector removes the replay's Job (and its pod); the running operator releases
+    # its finalizer so the WorkerAutoscaler goes away.
+    def gone() -> bool:
+        return (not _jobs(kcm_api, ns) and _get_cr(kcm_api, ns, REPLAYS, "replay-1") is None
+                and _get_cr(kcm_api, ns, AUTOSCALERS, "wa") is None)
+
+    eventually(gone, timeout=60, message="Job and both resources gone")
+    eventually(lambda: not client.CoreV1Api(kcm_api).list_namespaced_pod(
+        ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items, timeout=30,
+        message="replay pod collected")
+    # What the resources only point at stays, untouched.
+    time.sleep(2)  # give the garbage collector a chance to do something wrong
+    assert _replicas(kcm_api, ns) == 2
+    assert client.CoreV1Api(kcm_api).read_namespaced_secret("compliance-redis", ns).data
+    assert [rs.spec.replicas for rs in client.AppsV1Api(kcm_api).list_namespaced_replica_set(ns).items] == [2]

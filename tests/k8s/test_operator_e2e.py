@@ -18,7 +18,17 @@ from typing import Any
 
 import pytest
 from controlplane import ControlPlane, ControlPlaneError
-from k8s_helpers import AUTOSCALERS, CRD_DIR, GROUP, REPLAYS, VERSION, apply_crds, eventually, new_client, yaml_docs
+from k8s_helpers import (
+    AUTOSCALERS,
+    CRD_DIR,
+    GROUP,
+    REPLAYS,
+    VERSION,
+    apply_crds,
+    eventually,
+    new_client,
+    yaml_docs,
+)
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from operator_proc import running_operator

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test setup setup-run lint typecheck unit bench clean
+.PHONY: run test setup setup-run lint typecheck unit bench clean lock
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(DEPS_STAMP)
 
 typecheck: $(DEPS_STAMP)
 	$(VENV)/bin/mypy
+
+## lock: regenerate constraints.txt (the image's exact runtime set) after changing dependencies
+lock:
+	scripts/lock.sh
 
 bench: $(DEPS_STAMP)
 	$(PY) bench/deliveries.py

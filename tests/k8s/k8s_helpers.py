@@ -141,3 +141,50 @@ def run(cmd: list[str], *, env: Mapping[str, str] | None = None, timeout: float 
             f"{' '.join(cmd)} -> exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
             f"\n--- stderr\n{proc.stderr[-4000:]}")
     return proc
+
+
+def can_i(api: client.ApiClient, *, verb: str, resource: str, group: str = "", subresource: str = "",
+          namespace: str = "", name: str = "") -> bool:
+    """SelfSubjectAccessReview: may the client's (possibly impersonated) identity do this?"""
+    review = client.AuthorizationV1Api(api).create_self_subject_access_review(
+        client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, group=group, resource=resource, subresource=subresource or None,
+                namespace=namespace or None, name=name or None))))
+    return bool(review.status.allowed)
+
+
+def serviceaccount_kubeconfig(admin: client.ApiClient, *, server: str, ca_file: Path, namespace: str,
+                              name: str, path: Path, seconds: int = 3600) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount itself (a TokenRequest token),
+    as a pod running under it would: no impersonation, RBAC applies to every call."""
+    token = client.CoreV1Api(admin).create_namespaced_service_account_token(
+        name, namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds))).status.token
+    user = f"system:serviceaccount:{namespace}:{name}"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "envtest", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "envtest", "user": user, "namespace": namespace}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+# Minimal stand-ins for the Prometheus operator's CRDs, so charts that render a ServiceMonitor or
+# PrometheusRule can be installed (the schema is not ours to test; the objects are).
+MONITORING_KINDS = (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules"),
+                    ("PodMonitor", "podmonitors"))
+
+
+def monitoring_crds() -> list[dict[str, Any]]:
+    """CRDs for monitoring.coreos.com/v1 kinds that accept any content."""
+    return [{
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    } for kind, plural in MONITORING_KINDS]

@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controlplane import ControlPlane, ControlPlaneError
+from controlplane import ControlPlane
 from k8s_helpers import (
     AUTOSCALERS,
-    CRD_DIR,
     GROUP,
     REPLAYS,
     VERSION,
-    apply_crds,
     eventually,
-    new_client,
-    yaml_docs,
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -44,39 +40,9 @@ TARGET = "worker-deliveries"
 IMAGE = "registry.test/compliance:1.0"
 
 
-@pytest.fixture(scope="module")
-def kcm_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
-    """A control plane with kube-controller-manager (the session one when it has it)."""
-    if control_plane.with_controller_manager:
-        yield control_plane
-        return
-    plane = ControlPlane(control_plane.binary_dir, with_controller_manager=True)
-    try:
-        plane.start()
-    except ControlPlaneError as e:
-        pytest.fail(f"control plane with controller-manager did not start:\n{e}", pytrace=False)
-    try:
-        yield plane
-    finally:
-        plane.stop()
-
-
-@pytest.fixture(scope="module")
-def kcm_api(kcm_plane: ControlPlane) -> Iterator[client.ApiClient]:
-    assert kcm_plane.kubeconfig is not None
-    api = new_client(kcm_plane.kubeconfig)
-    apply_crds(api, [d for p in sorted(CRD_DIR.glob("*.yaml")) for d in yaml_docs(p)])
-    yield api
-    api.close()
-
-
 @pytest.fixture
-def ns(kcm_api: client.ApiClient) -> Iterator[str]:
-    core = client.CoreV1Api(kcm_api)
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    yield name
-    core.delete_namespace(name)
+def ns(kcm_namespace: str) -> str:
+    return kcm_namespace
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ KOPF = Path(sys.executable).parent / "kopf"
 TEST_SETTINGS = {
     "STANDALONE": "true",
     "LIVENESS_ENDPOINT": "",
-    "INSPECT_TIMEOUT_SECONDS": "0.3",
     "REPLAY_IMAGE": "registry.test/compliance:1.0",
     "REPLAY_ENV_FROM_SECRETS": "compliance-env",
 }

@@ -8,7 +8,11 @@ final status with the container's termination message (the operator's counts cha
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,11 +31,13 @@ from k8s_helpers import (
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-from operator_proc import running_operator
+from operator_proc import running_operator, tail
 
 from compliance.api.services import Services
 from compliance.delivery.models import Envelope
+from compliance.delivery.tasks import enqueue
 from compliance.settings import Settings
+from compliance_operator.policy import DELETION_COST_ANNOTATION
 
 pytestmark = pytest.mark.k8s
 
@@ -227,3 +233,72 @@ def test_deleting_the_resources_collects_only_what_they_own(kcm_api, ns: str, re
     assert _replicas(kcm_api, ns) == 2
     assert client.CoreV1Api(kcm_api).read_namespaced_secret("compliance-redis", ns).data
     assert [rs.spec.replicas for rs in client.AppsV1Api(kcm_api).list_namespaced_replica_set(ns).items] == [2]
+
+
+@pytest.fixture
+def worker_as_pod(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    """Start a real delivery worker whose Celery hostname is a given pod's name (as in a pod)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    log_path = tmp_path / "worker.log"
+
+    def start(pod: str) -> None:
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "compliance.cli.main", "worker", "--kind", "deliveries", "-c", "2",
+                 f"--hostname=deliveries@{pod}"],
+                env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        procs.append(proc)
+        eventually(lambda: proc.poll() is None and b"ready." in log_path.read_bytes(), timeout=60,
+                   message=f"worker ready ({tail(log_path)})")
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, services: Services,
+                                       worker_as_pod, operator: None) -> None:
+    """pod-deletion-cost really steers the ReplicaSet controller: the pod whose worker holds a
+    task survives a scale-down from 4 to 1, although the controller would delete it first
+    otherwise (same phase and readiness as the others, but more container restarts)."""
+    labels = {"app.kubernetes.io/name": "compliance-reporting", "app.kubernetes.io/component": TARGET}
+    _deployment(kcm_api, ns, TARGET, replicas=4)
+    core = client.CoreV1Api(kcm_api)
+    pods = eventually(lambda: (p := core.list_namespaced_pod(ns).items) and len(p) == 4 and p, timeout=30,
+                      message="4 worker pods")
+    busy = sorted(p.metadata.name for p in pods)[1]
+    for pod in pods:  # what kubelets would report: all Running, none Ready; the busy one restarted
+        restarts = 5 if pod.metadata.name == busy else 0
+        core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": "worker", "image": IMAGE, "imageID": "", "ready": False,
+                                   "restartCount": restarts, "state": {"running": {}}}]}})
+
+    # A real delivery worker named deliveries@<busy pod> reserves a countdown delivery and holds it.
+    worker_as_pod(busy)
+    enqueue(services.celery, Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url="https://hooks.example.com/in",
+                                      event="report.ready", payload={}), queue=QUEUE, countdown=120)
+    eventually(lambda: r.hlen("compliance-unacked") == 1 and r.llen(f"compliance-{QUEUE}") == 0, timeout=30,
+               message="worker reserved the countdown task")
+
+    _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
+    _create_cr(kcm_api, ns, AUTOSCALERS, _autoscaler(behavior={
+        "scaleUp": {"stabilizationWindowSeconds": 0, "maxStep": 4},
+        "scaleDown": {"stabilizationWindowSeconds": 0, "maxStep": 1}}))
+    eventually(lambda: _replicas(kcm_api, ns) == 1, timeout=60, message="scaled down to 1")
+
+    def survivors() -> list[str]:
+        alive = [p for p in core.list_namespaced_pod(ns, label_selector=",".join(
+            f"{k}={v}" for k, v in labels.items())).items if not p.metadata.deletion_timestamp]
+        return [p.metadata.name for p in alive] if len(alive) == 1 else []
+
+    assert eventually(survivors, timeout=30, message="one pod left") == [busy]
+    annotations = core.read_namespaced_pod(busy, ns).metadata.annotations or {}
+    assert annotations.get(DELETION_COST_ANNOTATION) == "1"

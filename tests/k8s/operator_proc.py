@@ -13,7 +13,6 @@ from pathlib import Path
 KOPF = Path(sys.executable).parent / "kopf"
 # Fast, deterministic settings for tests; everything else is the operator's default.
 TEST_SETTINGS = {
-    "STANDALONE": "true",
     "LIVENESS_ENDPOINT": "",
     "REPLAY_IMAGE": "registry.test/compliance:1.0",
     "REPLAY_ENV_FROM_SECRETS": "compliance-env",
@@ -21,19 +20,21 @@ TEST_SETTINGS = {
 
 
 @contextmanager
-def running_operator(kubeconfig: Path, namespace: str, log_path: Path,
-                     settings: Mapping[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """``kopf run -m compliance_operator.main --namespace NS --standalone``; SIGTERM at the end.
+def running_operator(kubeconfig: Path, namespace: str, log_path: Path, settings: Mapping[str, str] | None = None,
+                     *, standalone: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    """``kopf run -m compliance_operator.main --namespace NS [--standalone]``; SIGTERM at the end.
 
     The log goes to ``log_path``; its tail is printed at exit so a failing test shows it.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPLIANCE_OPERATOR_")}
     env.update({f"COMPLIANCE_OPERATOR_{k}": v for k, v in {**TEST_SETTINGS, **(settings or {})}.items()})
+    env["COMPLIANCE_OPERATOR_STANDALONE"] = "true" if standalone else "false"
     env["KUBECONFIG"] = str(kubeconfig)
     env["PYTHONUNBUFFERED"] = "1"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [str(KOPF), "run", "--standalone", "--namespace", namespace, "-m", "compliance_operator.main"],
+            [str(KOPF), "run", *(["--standalone"] if standalone else []), "--namespace", namespace,
+             "-m", "compliance_operator.main"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc

@@ -1,0 +1,147 @@
+"""Where the operator's ServiceAccount and RBAC come from in the RBAC tests: the Helm chart
+(``helm template``, only the operator's RBAC objects), installed into a namespace of the control
+plane. Before the chart existed the documented table in docs/operator.md stood in for it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k8s_helpers import AUTOSCALERS, CHART_DIR, GROUP, REPLAYS, k8s_tools, yaml_docs
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
+CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
+
+# docs/operator.md, "RBAC the operator needs" (namespaced mode).
+DOCUMENTED_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": [AUTOSCALERS, REPLAYS], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [GROUP], "resources": [f"{AUTOSCALERS}/status", f"{REPLAYS}/status"], "verbs": ["get", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
+    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
+]
+
+
+@dataclass
+class OperatorRbac:
+    """The operator identity installed in one namespace."""
+
+    source: str
+    namespace: str
+    service_account: str
+    cluster_wide: bool
+    operator_settings: dict[str, str]
+    standalone: bool = True
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def user(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def cleanup(self, api: client.ApiClient) -> None:
+        """Remove the cluster-scoped objects (the namespaced ones go with the namespace)."""
+        rbac = client.RbacAuthorizationV1Api(api)
+        for obj in self.objects:
+            try:
+                if obj["kind"] == "ClusterRole":
+                    rbac.delete_cluster_role(obj["metadata"]["name"])
+                elif obj["kind"] == "ClusterRoleBinding":
+                    rbac.delete_cluster_role_binding(obj["metadata"]["name"])
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+def operator_rbac(api: client.ApiClient, namespace: str, tmp: Path) -> OperatorRbac:
+    """Install the operator's ServiceAccount + RBAC (from the chart when present) into ``namespace``."""
+    installed = _from_chart(namespace, tmp) if (CHART_DIR / "Chart.yaml").exists() else _from_docs(namespace)
+    for obj in installed.objects:
+        create(api, obj, namespace)
+    return installed
+
+
+def _from_docs(namespace: str) -> OperatorRbac:
+    sa = "compliance-operator"
+    objects = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": sa},
+         "rules": DOCUMENTED_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": sa},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
+         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]},
+    ]
+    return OperatorRbac(source="docs/operator.md", namespace=namespace, service_account=sa, cluster_wide=False,
+                        operator_settings={"NAMESPACES": namespace, "SCANNING_DISABLED": "true"},
+                        objects=objects)
+
+
+def _from_chart(namespace: str, tmp: Path, values: list[Path] | None = None) -> OperatorRbac:
+    helm = k8s_tools() / "helm4"
+    release = f"rbac-{namespace[-6:]}"
+    cmd = [str(helm), "template", release, str(CHART_DIR), "--namespace", namespace]
+    for path in values or []:
+        cmd += ["-f", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    docs = yaml_docs(proc.stdout)
+    deployment = _operator_deployment(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    sa = pod.get("serviceAccountName") or "default"
+    container = pod["containers"][0]
+    env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or [] if "value" in e}
+    settings = {k.removeprefix("COMPLIANCE_OPERATOR_"): v for k, v in env.items()
+                if k.startswith("COMPLIANCE_OPERATOR_") and k != "COMPLIANCE_OPERATOR_LIVENESS_ENDPOINT"}
+    args = [*(container.get("command") or []), *(container.get("args") or [])]
+    cluster_wide = "--all-namespaces" in args or "-A" in args or (not settings.get("NAMESPACES") and "--namespace" not in args)
+    standalone = "--standalone" in args or settings.get("STANDALONE", "").lower() == "true"
+    settings.setdefault("NAMESPACES", namespace)
+    bound = _bound_to(docs, sa, namespace)
+    return OperatorRbac(source="chart", namespace=namespace, service_account=sa, cluster_wide=cluster_wide,
+                        operator_settings=settings, standalone=standalone, objects=bound)
+
+
+def _operator_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    for doc in docs:
+        if doc.get("kind") != "Deployment":
+            continue
+        text = json.dumps(doc["spec"]["template"]["spec"])
+        if "compliance_operator" in text or '"operator"' in text:
+            return doc
+    raise AssertionError("no operator Deployment in the rendered chart")
+
+
+def _bound_to(docs: list[dict[str, Any]], sa: str, namespace: str) -> list[dict[str, Any]]:
+    """The ServiceAccount, the bindings naming it and the roles those bindings reference."""
+    out = [d for d in docs if d.get("kind") == "ServiceAccount" and d["metadata"]["name"] == sa]
+    bindings = [d for d in docs if d.get("kind") in ("RoleBinding", "ClusterRoleBinding") and any(
+        s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace", namespace) == namespace
+        for s in d.get("subjects") or [])]
+    refs = {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings}
+    roles = [d for d in docs if (d.get("kind"), (d.get("metadata") or {}).get("name")) in refs]
+    return out + roles + bindings
+
+
+def create(api: client.ApiClient, obj: dict[str, Any], namespace: str) -> None:
+    """Create one RBAC-kind object (namespaced ones in ``namespace``), strictly validated."""
+    rbac, core = client.RbacAuthorizationV1Api(api), client.CoreV1Api(api)
+    kind = obj["kind"]
+    if kind not in CLUSTER_KINDS:
+        obj = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+    call = {
+        "ServiceAccount": lambda: core.create_namespaced_service_account(namespace, obj, field_validation="Strict"),
+        "Role": lambda: rbac.create_namespaced_role(namespace, obj, field_validation="Strict"),
+        "RoleBinding": lambda: rbac.create_namespaced_role_binding(namespace, obj, field_validation="Strict"),
+        "ClusterRole": lambda: rbac.create_cluster_role(obj, field_validation="Strict"),
+        "ClusterRoleBinding": lambda: rbac.create_cluster_role_binding(obj, field_validation="Strict"),
+    }[kind]
+    call()

@@ -132,16 +132,16 @@ def _jobs(api: client.ApiClient, ns: str) -> list[client.V1Job]:
     return list(client.BatchV1Api(api).list_namespaced_job(ns).items)
 
 
-def _finish_pod(api: client.ApiClient, ns: str, pod: client.V1Pod, summary: dict[str, Any]) -> None:
-    """What the kubelet writes when the replay container exits 0 after writing its summary."""
+def _finish_pod(api: client.ApiClient, ns: str, pod: client.V1Pod, summary: dict[str, Any], exit_code: int) -> None:
+    """What the kubelet writes when the replay container exits after writing its summary."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     client.CoreV1Api(api).patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
-        "phase": "Succeeded",
+        "phase": "Succeeded" if exit_code == 0 else "Failed",
         "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
         "containerStatuses": [{
             "name": "replay", "image": IMAGE, "imageID": "", "ready": False, "restartCount": 0,
-            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(summary),
-                                     "startedAt": now, "finishedAt": now}}}]}})
+            "state": {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error",
+                                     "message": json.dumps(summary), "startedAt": now, "finishedAt": now}}}]}})
 
 
 def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, services: Services,
@@ -174,7 +174,10 @@ def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, 
     assert events[0].type == "Normal"
 
 
-def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operator: None) -> None:
+@pytest.mark.parametrize(("exit_code", "phase"), [(0, "Succeeded"), (2, "Failed")])
+def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operator: None, exit_code: int,
+                                                        phase: str) -> None:
+    """Exit 0 -> Succeeded; exit 2 (some entries failed) -> Failed, with the counts either way."""
     cr = _create_cr(kcm_api, ns, REPLAYS, _replay())
     (job,) = eventually(lambda: _jobs(kcm_api, ns), message="replay Job created")
     assert re.fullmatch(r"replay-1-replay-[0-9a-f]{8}", job.metadata.name)
@@ -189,18 +192,23 @@ def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operat
     eventually(lambda: (_get_cr(kcm_api, ns, REPLAYS, "replay-1") or {}).get("status", {}).get("jobName")
                == job.metadata.name, message="status.jobName")
 
-    _finish_pod(kcm_api, ns, pod, {"matched": 7, "replayed": 6, "skipped": 1, "failed": 0, "dry_run": False})
-    # The Job controller marks the Job complete; the operator copies phase and counts.
-    eventually(lambda: client.BatchV1Api(kcm_api).read_namespaced_job(job.metadata.name, ns).status.succeeded == 1,
-               timeout=30, message="Job succeeded (job controller)")
+    failed = 0 if exit_code == 0 else 2
+    _finish_pod(kcm_api, ns, pod, {"matched": 7, "replayed": 5 - failed + 1, "skipped": 1, "failed": failed,
+                                   "dry_run": False}, exit_code)
+    # The Job controller (not the test) finishes the Job; the operator copies phase and counts.
+    job_condition = "Complete" if exit_code == 0 else "Failed"
+    eventually(lambda: any(c.type == job_condition and c.status == "True" for c in client.BatchV1Api(
+        kcm_api).read_namespaced_job(job.metadata.name, ns).status.conditions or []),
+        timeout=30, message=f"Job {job_condition} (job controller)")
     status = eventually(lambda: (s := (_get_cr(kcm_api, ns, REPLAYS, "replay-1") or {}).get("status", {}))
-                        .get("phase") == "Succeeded" and s, timeout=30, message="replay Succeeded")
-    assert (status["matched"], status["replayed"], status["skipped"], status["failed"]) == (7, 6, 1, 0)
+                        .get("phase") == phase and s, timeout=30, message=f"replay {phase}")
+    assert (status["matched"], status["replayed"], status["skipped"], status["failed"]) == (
+        7, 6 - failed, 1, failed)
     assert status["completionTime"]
     complete = next(c for c in status["conditions"] if c["type"] == "Complete")
-    assert complete["status"] == "True"
-    eventually(lambda: [e for e in _events(kcm_api, ns, "replay-1") if e.reason == "ReplaySucceeded"],
-               message="ReplaySucceeded event")
+    assert complete["status"] == ("True" if exit_code == 0 else "False")
+    eventually(lambda: [e for e in _events(kcm_api, ns, "replay-1") if e.reason == f"Replay{phase}"],
+               message=f"Replay{phase} event")
     time.sleep(2)  # more Job events have arrived by now; still exactly one Job
     assert [j.metadata.name for j in _jobs(kcm_api, ns)] == [job.metadata.name]
 
@@ -302,3 +310,25 @@ def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, serv
     assert eventually(survivors, timeout=30, message="one pod left") == [busy]
     annotations = core.read_namespaced_pod(busy, ns).metadata.annotations or {}
     assert annotations.get(DELETION_COST_ANNOTATION) == "1"
+
+
+def test_hpa_on_the_same_deployment_stops_the_autoscaler(kcm_api, ns: str, redis_url: str, services: Services,
+                                                         operator: None) -> None:
+    """A real autoscaling/v2 HPA on the target: the operator reports HPAConflict and writes nothing."""
+    _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
+    _deployment(kcm_api, ns, TARGET, replicas=1)
+    client.AutoscalingV2Api(kcm_api).create_namespaced_horizontal_pod_autoscaler(ns, {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "cpu"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET},
+                 "minReplicas": 1, "maxReplicas": 3,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                     "type": "Utilization", "averageUtilization": 80}}}]}})
+    _publish(services, 23)
+    _create_cr(kcm_api, ns, AUTOSCALERS, _autoscaler())
+    status = eventually(lambda: (s := (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {}))
+                        .get("conditions") and s, message="autoscaler status")
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "HPAConflict")
+    assert "cpu" in ready["message"]
+    time.sleep(2)  # two more polls
+    assert _replicas(kcm_api, ns) == 1

@@ -72,9 +72,12 @@ class Receiver:
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
-                self.send_header("content-length", str(len(reply.body)))
+                # 1xx/204/304 carry no body: writing one would corrupt the kept-alive connection
+                body = b"" if reply.status in (204, 304) or reply.status < 200 else reply.body
+                if body or reply.status not in (204, 304):
+                    self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(reply.body)
+                self.wfile.write(body)
 
             do_PUT = do_POST
             do_GET = do_POST

@@ -143,7 +143,8 @@ class Deliverer:
                                status_code=result.status_code, next_at=now + step.delay)
             log.info("webhook retry scheduled", extra={
                 "webhook_id": env.webhook_id, "attempts": env.attempts,
-                "delay": round(step.delay, 3), "error_type": str(error_type)})
+                "delay": round(step.delay, 3), "error_type": str(error_type),
+                "error": result.message})
             return Followup(env, step.delay)
         self._dead_letter(env, error_type, result.message, headers, status_code=result.status_code)
         return None

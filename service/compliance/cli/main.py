@@ -39,7 +39,7 @@ def api(host: str, port: int, workers: int) -> None:
     from compliance.settings import Settings
 
     Settings()  # fail fast with a clear message on bad configuration
-    if workers > 1:
+    if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         ensure_multiproc_dir()
     uvicorn.run("compliance.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers, log_config=None, proxy_headers=True, timeout_graceful_shutdown=20)

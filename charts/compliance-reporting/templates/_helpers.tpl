@@ -1,0 +1,131 @@
+{{/* Names */}}
+{{- define "compliance.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "compliance.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "compliance.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "compliance.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" . "component" "api") */}}
+{{- define "compliance.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "compliance.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "compliance.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{- define "compliance.secretName" -}}
+{{- default (include "compliance.fullname" .) .Values.secrets.existingSecret -}}
+{{- end -}}
+
+{{- define "compliance.redisUrl" -}}
+{{- if .Values.redis.external.url -}}
+{{ .Values.redis.external.url }}
+{{- else if .Values.redis.enabled -}}
+redis://{{ include "compliance.fullname" . }}-redis:6379/0
+{{- else if not .Values.secrets.existingSecret -}}
+{{- fail "set redis.external.url (production), redis.enabled=true (trial), or secrets.existingSecret with COMPLIANCE_REDIS_URL" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "compliance.storageClaim" -}}
+{{- default (printf "%s-reports" (include "compliance.fullname" .)) .Values.storage.filesystem.existingClaim -}}
+{{- end -}}
+
+{{/* Guard rails that cannot be expressed in the schema. */}}
+{{- define "compliance.validate" -}}
+{{- if and .Values.autoscaler.enabled (not .Values.operator.enabled) -}}
+{{- fail "autoscaler.enabled needs operator.enabled: the operator acts on WorkerAutoscaler resources" -}}
+{{- end -}}
+{{- range $kind := list "reports" "deliveries" -}}
+{{- if and $.Values.autoscaler.enabled (index $.Values.workers $kind "hpa" "enabled") -}}
+{{- fail (printf "workers.%s.hpa.enabled and autoscaler.enabled both scale the %s worker Deployment: enable one of them" $kind $kind) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.storage.backend "s3") (not .Values.storage.s3.bucket) -}}
+{{- fail "storage.backend=s3 needs storage.s3.bucket" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Env shared by api and workers. */}}
+{{- define "compliance.env" -}}
+- name: PROMETHEUS_MULTIPROC_DIR
+  value: /tmp/metrics
+{{- if eq .Values.storage.backend "s3" }}
+- name: COMPLIANCE_STORAGE_BACKEND
+  value: s3
+- name: COMPLIANCE_S3_BUCKET
+  value: {{ .Values.storage.s3.bucket | quote }}
+- name: COMPLIANCE_S3_PREFIX
+  value: {{ .Values.storage.s3.prefix | quote }}
+{{- with .Values.storage.s3.endpointUrl }}
+- name: COMPLIANCE_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- else }}
+- name: COMPLIANCE_STORAGE_BACKEND
+  value: filesystem
+- name: COMPLIANCE_STORAGE_DIR
+  value: /data/reports
+{{- end }}
+{{- end -}}
+
+{{- define "compliance.envFrom" -}}
+- configMapRef:
+    name: {{ include "compliance.fullname" . }}
+- secretRef:
+    name: {{ include "compliance.secretName" . }}
+{{- if and (eq .Values.storage.backend "s3") .Values.storage.s3.credentialsSecret }}
+- secretRef:
+    name: {{ .Values.storage.s3.credentialsSecret }}
+{{- end }}
+{{- end -}}
+
+{{/* Writable scratch: /tmp (and the metrics dir under it); the root FS is read-only. */}}
+{{- define "compliance.scratchVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end -}}
+
+{{- define "compliance.storageVolume" -}}
+{{- if eq .Values.storage.backend "filesystem" }}
+- name: reports
+  persistentVolumeClaim:
+    claimName: {{ include "compliance.storageClaim" . }}
+{{- end }}
+{{- end -}}
+
+{{- define "compliance.volumeMounts" -}}
+- name: tmp
+  mountPath: /tmp
+{{- if eq .Values.storage.backend "filesystem" }}
+- name: reports
+  mountPath: /data/reports
+{{- end }}
+{{- end -}}

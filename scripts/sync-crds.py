@@ -13,7 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "manifests/crds"
 TARGET = ROOT / "charts/compliance-reporting/templates/crds"
-HEADER = "{{- if .Values.crds.install }}\n# Generated from manifests/crds by scripts/sync-crds.py: edit the source, not this copy.\n"
+HEADER = (
+    "{{- if .Values.crds.install }}\n"
+    "# Generated from manifests/crds by scripts/sync-crds.py: edit the source, not this copy.\n"
+)
 FOOTER = "{{- end }}\n"
 
 

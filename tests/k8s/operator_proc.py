@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 KOPF = Path(sys.executable).parent / "kopf"
+COMPLIANCE = Path(sys.executable).parent / "compliance"  # the image's entrypoint
 # Fast, deterministic settings for tests; everything else is the operator's default.
 TEST_SETTINGS = {
     "LIVENESS_ENDPOINT": "",
@@ -21,8 +22,10 @@ TEST_SETTINGS = {
 
 @contextmanager
 def running_operator(kubeconfig: Path, namespace: str, log_path: Path, settings: Mapping[str, str] | None = None,
-                     *, standalone: bool = True) -> Iterator[subprocess.Popen[bytes]]:
-    """``kopf run -m compliance_operator.main --namespace NS [--standalone]``; SIGTERM at the end.
+                     *, standalone: bool = True, cli_args: list[str] | None = None,
+                     ) -> Iterator[subprocess.Popen[bytes]]:
+    """``kopf run -m compliance_operator.main --namespace NS [--standalone]``, or with ``cli_args``
+    the ``compliance`` CLI as the chart's container runs it; SIGTERM at the end.
 
     The log goes to ``log_path``; its tail is printed at exit so a failing test shows it.
     """
@@ -32,9 +35,10 @@ def running_operator(kubeconfig: Path, namespace: str, log_path: Path, settings:
     env["KUBECONFIG"] = str(kubeconfig)
     env["PYTHONUNBUFFERED"] = "1"
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [str(KOPF), "run", *(["--standalone"] if standalone else []), "--namespace", namespace,
-             "-m", "compliance_operator.main"],
+        cmd = [str(COMPLIANCE), *cli_args] if cli_args else [
+            str(KOPF), "run", *(["--standalone"] if standalone else []), "--namespace", namespace,
+            "-m", "compliance_operator.main"]
+        proc = subprocess.Popen(cmd,
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield proc

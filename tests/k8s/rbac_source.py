@@ -4,7 +4,6 @@ plane. Before the chart existed the documented table in docs/operator.md stood i
 
 from __future__ import annotations
 
-import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +13,8 @@ from k8s_helpers import AUTOSCALERS, CHART_DIR, GROUP, REPLAYS, k8s_tools, yaml_
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
-CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
+CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
+PEERING_KINDS = ("KopfPeering", "ClusterKopfPeering")
 
 # docs/operator.md, "RBAC the operator needs" (namespaced mode).
 DOCUMENTED_RULES: list[dict[str, Any]] = [
@@ -43,6 +42,7 @@ class OperatorRbac:
     operator_settings: dict[str, str]
     standalone: bool = True
     objects: list[dict[str, Any]] = field(default_factory=list)
+    command: list[str] | None = None  # the container's args (run with the `compliance` CLI), or kopf run
 
     @property
     def user(self) -> str:
@@ -57,14 +57,18 @@ class OperatorRbac:
                     rbac.delete_cluster_role(obj["metadata"]["name"])
                 elif obj["kind"] == "ClusterRoleBinding":
                     rbac.delete_cluster_role_binding(obj["metadata"]["name"])
+                elif obj["kind"] == "ClusterKopfPeering":
+                    client.CustomObjectsApi(api).delete_cluster_custom_object(
+                        "kopf.dev", "v1", "clusterkopfpeerings", obj["metadata"]["name"])
             except ApiException as exc:
                 if exc.status != 404:
                     raise
 
 
-def operator_rbac(api: client.ApiClient, namespace: str, tmp: Path) -> OperatorRbac:
-    """Install the operator's ServiceAccount + RBAC (from the chart when present) into ``namespace``."""
-    installed = _from_chart(namespace, tmp) if (CHART_DIR / "Chart.yaml").exists() else _from_docs(namespace)
+def operator_rbac(api: client.ApiClient, namespace: str, values: list[Path] | None = None) -> OperatorRbac:
+    """Install the operator's ServiceAccount + RBAC (+ peering object) from the chart into ``namespace``
+    (from the docs table while the chart did not exist)."""
+    installed = _from_chart(namespace, values) if (CHART_DIR / "Chart.yaml").exists() else _from_docs(namespace)
     for obj in installed.objects:
         create(api, obj, namespace)
     return installed
@@ -85,7 +89,7 @@ def _from_docs(namespace: str) -> OperatorRbac:
                         objects=objects)
 
 
-def _from_chart(namespace: str, tmp: Path, values: list[Path] | None = None) -> OperatorRbac:
+def _from_chart(namespace: str, values: list[Path] | None = None) -> OperatorRbac:
     helm = k8s_tools() / "helm4"
     release = f"rbac-{namespace[-6:]}"
     cmd = [str(helm), "template", release, str(CHART_DIR), "--namespace", namespace]
@@ -104,20 +108,18 @@ def _from_chart(namespace: str, tmp: Path, values: list[Path] | None = None) -> 
     args = [*(container.get("command") or []), *(container.get("args") or [])]
     cluster_wide = "--all-namespaces" in args or "-A" in args or (not settings.get("NAMESPACES") and "--namespace" not in args)
     standalone = "--standalone" in args or settings.get("STANDALONE", "").lower() == "true"
-    settings.setdefault("NAMESPACES", namespace)
-    bound = _bound_to(docs, sa, namespace)
-    return OperatorRbac(source="chart", namespace=namespace, service_account=sa, cluster_wide=cluster_wide,
-                        operator_settings=settings, standalone=standalone, objects=bound)
+    peering = [d for d in docs if d.get("kind") in PEERING_KINDS]
+    return OperatorRbac(source=f"chart {[p.name for p in values or []] or 'defaults'}", namespace=namespace,
+                        service_account=sa, cluster_wide=cluster_wide, operator_settings=settings,
+                        standalone=standalone, objects=_bound_to(docs, sa, namespace) + peering, command=args)
 
 
 def _operator_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
     for doc in docs:
-        if doc.get("kind") != "Deployment":
-            continue
-        text = json.dumps(doc["spec"]["template"]["spec"])
-        if "compliance_operator" in text or '"operator"' in text:
+        labels = (doc.get("metadata") or {}).get("labels") or {}
+        if doc.get("kind") == "Deployment" and labels.get("app.kubernetes.io/component") == "operator":
             return doc
-    raise AssertionError("no operator Deployment in the rendered chart")
+    raise AssertionError("no operator Deployment (app.kubernetes.io/component: operator) in the rendered chart")
 
 
 def _bound_to(docs: list[dict[str, Any]], sa: str, namespace: str) -> list[dict[str, Any]]:
@@ -132,7 +134,7 @@ def _bound_to(docs: list[dict[str, Any]], sa: str, namespace: str) -> list[dict[
 
 
 def create(api: client.ApiClient, obj: dict[str, Any], namespace: str) -> None:
-    """Create one RBAC-kind object (namespaced ones in ``namespace``), strictly validated."""
+    """Create one RBAC or peering object (namespaced ones in ``namespace``)."""
     rbac, core = client.RbacAuthorizationV1Api(api), client.CoreV1Api(api)
     kind = obj["kind"]
     if kind not in CLUSTER_KINDS:
@@ -143,5 +145,9 @@ def create(api: client.ApiClient, obj: dict[str, Any], namespace: str) -> None:
         "RoleBinding": lambda: rbac.create_namespaced_role_binding(namespace, obj, field_validation="Strict"),
         "ClusterRole": lambda: rbac.create_cluster_role(obj, field_validation="Strict"),
         "ClusterRoleBinding": lambda: rbac.create_cluster_role_binding(obj, field_validation="Strict"),
+        "KopfPeering": lambda: client.CustomObjectsApi(api).create_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", obj),
+        "ClusterKopfPeering": lambda: client.CustomObjectsApi(api).create_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", obj),
     }[kind]
     call()

@@ -12,9 +12,20 @@ from typing import Any
 
 import pytest
 from controlplane import ControlPlane
-from k8s_helpers import CHART_DIR, CRD_DIR, apply_crds, crd_established, monitoring_crds, raw, run, yaml_docs
+from k8s_helpers import (
+    AUTOSCALERS,
+    CHART_DIR,
+    GROUP,
+    SAMPLES_DIR,
+    apply_crds,
+    crd_established,
+    monitoring_crds,
+    new_client,
+    raw,
+    run,
+    yaml_docs,
+)
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 pytestmark = pytest.mark.k8s
 
@@ -83,17 +94,17 @@ def _status(helm: Helm, version: str, release: str, ns: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("version", HELMS)
-def test_install(helm: Helm, k8s_api_client, k8s_namespace: str, monitoring, release: str,
+def test_install(helm: Helm, k8s_api_client, crds, k8s_namespace: str, monitoring, release: str,
                  version: str, scenario: str) -> None:
-    helm(version, "install", release, str(CHART_DIR), "-n", k8s_namespace, *_values_args(scenario))
+    """Every scenario in a fresh namespace of one cluster. The CRDs are cluster-wide and already
+    there (one release per cluster owns them), so every other release says crds.install=false."""
+    helm(version, "install", release, str(CHART_DIR), "-n", k8s_namespace, *_values_args(scenario),
+         "--set", "crds.install=false")
     assert _status(helm, version, release, k8s_namespace)["info"]["status"] == "deployed"
     objects = _manifest(helm, version, release, k8s_namespace)
-    assert objects, "the release rendered no objects"
-    _assert_all_stored(k8s_api_client, objects, k8s_namespace)
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "ServiceAccount"} <= kinds, kinds
-    for name in ("workerautoscalers.reporting.compliance.io", "deadletterreplays.reporting.compliance.io"):
-        assert crd_established(k8s_api_client, name)
+    assert {"Deployment", "Secret", "ConfigMap"} <= kinds, kinds
+    _assert_all_stored(k8s_api_client, objects, k8s_namespace)
 
 
 def _release_secrets(api: client.ApiClient, objects: list[dict[str, Any]], ns: str) -> dict[str, dict[str, str]]:
@@ -102,60 +113,106 @@ def _release_secrets(api: client.ApiClient, objects: list[dict[str, Any]], ns: s
     return {name: dict(core.read_namespaced_secret(name, ns).data or {}) for name in names}
 
 
+def _scaled_workers(api: client.ApiClient, objects: list[dict[str, Any]], ns: str) -> list[str]:
+    """The worker Deployments the chart leaves to an autoscaler (no spec.replicas rendered)."""
+    return [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"
+            and "replicas" not in o["spec"] and "worker" in o["metadata"]["name"]]
+
+
 @pytest.mark.parametrize(("installer", "upgrader"), [("helm3", "helm3"), ("helm4", "helm4"), ("helm3", "helm4")])
-def test_upgrade_keeps_generated_secrets(helm: Helm, k8s_api_client, k8s_namespace: str, release: str,
-                                         installer: str, upgrader: str) -> None:
-    helm(installer, "install", release, str(CHART_DIR), "-n", k8s_namespace)
-    before = _release_secrets(k8s_api_client, _manifest(helm, installer, release, k8s_namespace), k8s_namespace)
-    assert before, "the chart makes no Secret"
-    assert all(before.values()), before.keys()
-    helm(upgrader, "upgrade", release, str(CHART_DIR), "-n", k8s_namespace)
+def test_upgrade_keeps_generated_secrets_and_scaled_replicas(
+        helm: Helm, k8s_api_client, crds, k8s_namespace: str, release: str, installer: str, upgrader: str) -> None:
+    helm(installer, "install", release, str(CHART_DIR), "-n", k8s_namespace, "--set", "crds.install=false")
+    objects = _manifest(helm, installer, release, k8s_namespace)
+    before = _release_secrets(k8s_api_client, objects, k8s_namespace)
+    assert before and all(before.values()), before.keys()
+    # The operator owns the workers' replicas: write them as it does (deployments/scale, merge patch).
+    workers = _scaled_workers(k8s_api_client, objects, k8s_namespace)
+    assert workers, "with the autoscaler on, the chart must not render the workers' replicas"
+    apps = client.AppsV1Api(k8s_api_client)
+    for name in workers:
+        apps.patch_namespaced_deployment_scale(name, k8s_namespace, {"spec": {"replicas": 4}})
+
+    helm(upgrader, "upgrade", release, str(CHART_DIR), "-n", k8s_namespace, "--set", "crds.install=false")
     helm(upgrader, "upgrade", release, str(CHART_DIR), "-n", k8s_namespace, "--reuse-values")
     assert _status(helm, upgrader, release, k8s_namespace)["version"] == 3
     after = _release_secrets(k8s_api_client, _manifest(helm, upgrader, release, k8s_namespace), k8s_namespace)
-    assert after == before
-
-
-@pytest.mark.parametrize("version", HELMS)
-def test_uninstall_keeps_the_crds(helm: Helm, k8s_api_client, k8s_namespace: str, release: str,
-                                  version: str) -> None:
-    helm(version, "install", release, str(CHART_DIR), "-n", k8s_namespace)
-    objects = _manifest(helm, version, release, k8s_namespace)
-    custom = client.CustomObjectsApi(k8s_api_client)
-    sample = yaml_docs(CRD_DIR.parent / "samples" / "workerautoscaler.yaml")[0]
-    custom.create_namespaced_custom_object("reporting.compliance.io", "v1alpha1", k8s_namespace,
-                                           "workerautoscalers", sample)
-    helm(version, "uninstall", release, "-n", k8s_namespace)
-    for name in ("workerautoscalers.reporting.compliance.io", "deadletterreplays.reporting.compliance.io"):
-        assert crd_established(k8s_api_client, name), f"{name} removed by helm uninstall"
-    # The users' resources survive with their CRD; the release's own objects are gone.
-    assert custom.get_namespaced_custom_object("reporting.compliance.io", "v1alpha1", k8s_namespace,
-                                               "workerautoscalers", sample["metadata"]["name"])
-    leftovers = []
-    for obj in objects:
-        if obj["kind"] == "CustomResourceDefinition":
-            continue
-        status, _, _ = raw(k8s_api_client, "GET", _path(k8s_api_client, obj, k8s_namespace))
-        if status != 404:
-            leftovers.append((obj["kind"], obj["metadata"]["name"]))
-    assert leftovers == [] or all(_kept(o, objects) for o in leftovers), leftovers
-
-
-def _kept(kind_name: tuple[str, str], objects: list[dict[str, Any]]) -> bool:
-    """Objects the chart marks ``helm.sh/resource-policy: keep`` may stay."""
-    for obj in objects:
-        if (obj["kind"], obj["metadata"]["name"]) == kind_name:
-            return bool((obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep")
-    return False
+    assert after == before, "helm upgrade regenerated a Secret"
+    assert {name: apps.read_namespaced_deployment(name, k8s_namespace).spec.replicas for name in workers} == \
+        dict.fromkeys(workers, 4), "helm upgrade reset the replicas the operator set"
 
 
 @pytest.fixture
-def no_chart_crds(k8s_api_client) -> Iterator[None]:
-    yield
+def fresh_plane(control_plane: ControlPlane) -> Iterator[ControlPlane]:
+    """An empty control plane of the same version: no CRDs, nothing owned by another release."""
+    plane = ControlPlane(control_plane.binary_dir).start()
     try:
-        client.ApiextensionsV1Api(k8s_api_client).read_custom_resource_definition(
-            "workerautoscalers.reporting.compliance.io")
-    except ApiException as exc:
-        if exc.status == 404:
-            pytest.fail("the CRDs are gone")
-        raise
+        yield plane
+    finally:
+        plane.stop()
+
+
+CHART_CRDS = ("workerautoscalers.reporting.compliance.io", "deadletterreplays.reporting.compliance.io",
+              "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+
+
+@pytest.mark.parametrize("version", HELMS)
+def test_chart_owns_the_crds_on_a_fresh_cluster(fresh_plane: ControlPlane, k8s_tools_dir: Path, tmp_path: Path,
+                                                version: str) -> None:
+    """Default values on an empty cluster: the chart installs the CRDs *and* the resources that
+    need them in one release; uninstall keeps the CRDs and the users' resources; a reinstall
+    under the same name adopts them; another release must say crds.install=false."""
+    assert fresh_plane.kubeconfig is not None
+    api = new_client(fresh_plane.kubeconfig)
+    env = {"HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f"),
+           "HELM_DATA_HOME": str(tmp_path / "d")}
+
+    def helm(*args: str, check: bool = True) -> Any:
+        return run([str(k8s_tools_dir / version), *args, "--kubeconfig", str(fresh_plane.kubeconfig)],
+                   env=env, timeout=180, check=check)
+
+    core = client.CoreV1Api(api)
+    for ns in ("one", "two"):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    try:
+        helm("install", "compliance", str(CHART_DIR), "-n", "one")
+        objects = yaml_docs(helm("get", "manifest", "compliance", "-n", "one").stdout)
+        assert {o["metadata"]["name"] for o in objects if o["kind"] == "CustomResourceDefinition"} == set(CHART_CRDS)
+        _assert_all_stored(api, objects, "one")
+        for name in CHART_CRDS:
+            assert crd_established(api, name)
+        sample = yaml_docs(SAMPLES_DIR / "workerautoscaler.yaml")[0]
+        custom = client.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object(GROUP, "v1alpha1", "one", AUTOSCALERS, sample)
+
+        # A second release cannot take over CRDs another release owns: it must opt out.
+        refused = helm("install", "compliance", str(CHART_DIR), "-n", "two", check=False)
+        assert refused.returncode != 0 and "CustomResourceDefinition" in refused.stderr, refused.stderr
+        helm("install", "compliance", str(CHART_DIR), "-n", "two", "--set", "crds.install=false")
+        helm("uninstall", "compliance", "-n", "two")
+
+        helm("uninstall", "compliance", "-n", "one")
+        for name in CHART_CRDS:
+            assert crd_established(api, name), f"{name} removed by helm uninstall"
+        assert custom.get_namespaced_custom_object(GROUP, "v1alpha1", "one", AUTOSCALERS, sample["metadata"]["name"])
+        kept = [o for o in objects if _keep(o)]
+        assert {o["metadata"]["name"] for o in kept} >= set(CHART_CRDS)
+        for obj in kept:  # CRDs, and data (the reports PVC) marked helm.sh/resource-policy: keep
+            status, body, _ = raw(api, "GET", _path(api, obj, "one"))
+            assert status == 200 and not body["metadata"].get("deletionTimestamp"), (obj["kind"], body)
+        # Helm itself deletes everything else it made (nothing relies on a garbage collector).
+        leftovers = [(o["kind"], o["metadata"]["name"]) for o in objects
+                     if not _keep(o) and raw(api, "GET", _path(api, o, "one"))[0] != 404]
+        assert leftovers == [], leftovers
+        helm("install", "compliance", str(CHART_DIR), "-n", "one")
+        assert _status_of(helm, "compliance", "one")["info"]["status"] == "deployed"
+    finally:
+        api.close()
+
+
+def _status_of(helm: Callable[..., Any], release: str, ns: str) -> dict[str, Any]:
+    return json.loads(helm("status", release, "-n", ns, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def _keep(obj: dict[str, Any]) -> bool:
+    return (obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"

@@ -4,6 +4,7 @@ when it authenticates as that ServiceAccount (a TokenRequest token, no admin any
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from controlplane import ControlPlane
 from k8s_helpers import (
     AUTOSCALERS,
+    CHART_DIR,
     GROUP,
     REPLAYS,
     can_i,
@@ -57,12 +59,36 @@ FORBIDDEN: list[tuple[str, str, str, str]] = [
 ]
 
 
-@pytest.fixture
-def rbac(kcm_api: client.ApiClient, kcm_namespace: str, tmp_path: Path) -> Iterator[OperatorRbac]:
-    """The operator's ServiceAccount and RBAC, installed from their source, in a fresh namespace."""
-    installed = operator_rbac(kcm_api, kcm_namespace, tmp_path)
+# Chart values that change the operator's RBAC: default (namespaced Role) and cluster-wide.
+MODES = {"namespaced": [], "cluster-wide": [CHART_DIR / "ci" / "hpa-values.yaml"]}
+
+
+@pytest.fixture(params=list(MODES))
+def rbac(request: pytest.FixtureRequest, kcm_api: client.ApiClient, kcm_namespace: str) -> Iterator[OperatorRbac]:
+    """The operator's ServiceAccount, RBAC and peering object from the chart, in a fresh namespace."""
+    values = MODES[request.param]
+    if values and not values[0].exists():
+        pytest.fail(f"{values[0]} is gone: pick another cluster-wide scenario")
+    installed = operator_rbac(kcm_api, kcm_namespace, values)
+    if values:
+        assert installed.cluster_wide, f"{values[0].name} no longer makes a cluster-wide operator"
     yield installed
     installed.cleanup(kcm_api)
+
+
+def operator_calls(rbac: OperatorRbac) -> list[tuple[str, str, str, str, str]]:
+    """(verb, group, resource, subresource, namespace) of every request the operator makes."""
+    ns = rbac.namespace
+    calls = [(*call, ns) for call in OPERATOR_CALLS]
+    watched = [(GROUP, AUTOSCALERS), (GROUP, REPLAYS), ("batch", "jobs")]
+    if rbac.cluster_wide:  # kopf lists and watches across namespaces, and scans namespaces and CRDs
+        calls += [(verb, group, plural, "", "") for group, plural in watched for verb in ("list", "watch")]
+        calls += [(verb, "", "namespaces", "", "") for verb in ("list", "watch")]
+        calls += [(verb, "apiextensions.k8s.io", "customresourcedefinitions", "", "") for verb in ("list", "watch")]
+    if not rbac.standalone:  # peering: kopf reads, watches and patches its peering object
+        scope = ("clusterkopfpeerings", "") if rbac.cluster_wide else ("kopfpeerings", ns)
+        calls += [(verb, "kopf.dev", scope[0], "", scope[1]) for verb in ("get", "list", "watch", "patch")]
+    return calls
 
 
 @pytest.fixture
@@ -78,9 +104,9 @@ def as_operator(kcm_plane: ControlPlane, rbac: OperatorRbac) -> Iterator[client.
 
 
 def test_every_operator_call_is_allowed(as_operator: client.ApiClient, rbac: OperatorRbac) -> None:
-    denied = [call for call in OPERATOR_CALLS
+    denied = [call for call in operator_calls(rbac)
               if not can_i(as_operator, verb=call[0], group=call[1], resource=call[2], subresource=call[3],
-                           namespace=rbac.namespace)]
+                           namespace=call[4])]
     assert denied == [], f"{rbac.source}: the operator's ServiceAccount may not {denied}"
 
 
@@ -135,7 +161,8 @@ def test_operator_works_as_its_serviceaccount(kcm_plane: ControlPlane, kcm_api: 
         "spec": {"dryRun": True}})
 
     log = tmp_path / "operator.log"
-    with running_operator(kubeconfig, ns, log, settings=rbac.operator_settings, standalone=rbac.standalone):
+    with running_operator(kubeconfig, ns, log, settings=rbac.operator_settings, standalone=rbac.standalone,
+                          cli_args=rbac.command):
         eventually(lambda: apps.read_namespaced_deployment("worker-deliveries", ns).spec.replicas == 3,
                    timeout=30, message="scaled to 3 as the ServiceAccount")
         (job,) = eventually(lambda: batch.list_namespaced_job(ns).items, timeout=30, message="replay Job")
@@ -148,5 +175,8 @@ def test_operator_works_as_its_serviceaccount(kcm_plane: ControlPlane, kcm_api: 
         custom.delete_namespaced_custom_object(GROUP, "v1alpha1", ns, AUTOSCALERS, "wa")
         eventually(lambda: not custom.list_namespaced_custom_object(GROUP, "v1alpha1", ns, AUTOSCALERS)["items"],
                    timeout=30, message="finalizer released, autoscaler gone")
-    text = log.read_text(errors="replace")
-    assert "403" not in text and "forbidden" not in text.lower(), text[-3000:]
+    # RBAC refusals read 'User "system:serviceaccount:..." cannot <verb> resource ...'. (A cluster-wide
+    # operator also meets other tests' terminating namespaces: 403 NamespaceTerminating is not RBAC.)
+    denials = [line for line in log.read_text(errors="replace").splitlines()
+               if re.search(r"cannot \S+ resource", line)]
+    assert denials == [], "\n".join(denials[:5])

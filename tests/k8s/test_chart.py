@@ -216,3 +216,28 @@ def _status_of(helm: Callable[..., Any], release: str, ns: str) -> dict[str, Any
 
 def _keep(obj: dict[str, Any]) -> bool:
     return (obj["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
+
+
+def _render(helm: Helm, ns: str, scenario: str) -> list[dict[str, Any]]:
+    """``helm template`` output plus its hooks (helm test pods), as the server would get them."""
+    out = helm("helm4", "template", "compliance", str(CHART_DIR), "-n", ns, *_values_args(scenario)).stdout
+    return yaml_docs(out)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_rendered_object_passes_strict_server_validation(
+        helm: Helm, k8s_api_client, crds, monitoring, k8s_namespace: str, scenario: str) -> None:
+    """Helm 3 applies without field validation, so a misspelt field would be dropped silently
+    (securityContext.readOnlyRootFileSystem, say). A strict server-side dry run of every object,
+    hooks included, refuses unknown and duplicate fields instead. (Server-side apply, so objects
+    that already exist, like the CRDs, are checked too.)"""
+    refused = []
+    for obj in _render(helm, k8s_namespace, scenario):
+        status, body, warnings = raw(
+            k8s_api_client, "PATCH", _path(k8s_api_client, obj, k8s_namespace), body=obj,
+            content_type="application/apply-patch+yaml",
+            query={"dryRun": "All", "fieldValidation": "Strict", "fieldManager": "strict-check", "force": "true"})
+        if status not in (200, 201) or warnings:
+            refused.append((obj["kind"], obj["metadata"]["name"], status,
+                            body.get("message") if isinstance(body, dict) else body, warnings))
+    assert refused == [], "\n".join(map(str, refused))

@@ -1,6 +1,6 @@
-"""Where the operator's ServiceAccount and RBAC come from in the RBAC tests: the Helm chart
-(``helm template``, only the operator's RBAC objects), installed into a namespace of the control
-plane. Before the chart existed the documented table in docs/operator.md stood in for it."""
+"""The operator's ServiceAccount, RBAC and peering object as the Helm chart renders them
+(``helm template``: the ServiceAccount, the bindings naming it, their roles), installed into a
+namespace of the control plane, plus how the chart runs the operator (args, settings)."""
 
 from __future__ import annotations
 
@@ -9,27 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k8s_helpers import AUTOSCALERS, CHART_DIR, GROUP, REPLAYS, k8s_tools, yaml_docs
+from k8s_helpers import CHART_DIR, k8s_tools, yaml_docs
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering")
 PEERING_KINDS = ("KopfPeering", "ClusterKopfPeering")
-
-# docs/operator.md, "RBAC the operator needs" (namespaced mode).
-DOCUMENTED_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [GROUP], "resources": [AUTOSCALERS, REPLAYS], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [GROUP], "resources": [f"{AUTOSCALERS}/status", f"{REPLAYS}/status"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list", "watch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
-    {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["list"]},
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-    {"apiGroups": ["kopf.dev"], "resources": ["kopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
-]
-
 
 @dataclass
 class OperatorRbac:
@@ -66,27 +51,11 @@ class OperatorRbac:
 
 
 def operator_rbac(api: client.ApiClient, namespace: str, values: list[Path] | None = None) -> OperatorRbac:
-    """Install the operator's ServiceAccount + RBAC (+ peering object) from the chart into ``namespace``
-    (from the docs table while the chart did not exist)."""
-    installed = _from_chart(namespace, values) if (CHART_DIR / "Chart.yaml").exists() else _from_docs(namespace)
+    """Install the operator's ServiceAccount + RBAC (+ peering object) from the chart into ``namespace``."""
+    installed = _from_chart(namespace, values)
     for obj in installed.objects:
         create(api, obj, namespace)
     return installed
-
-
-def _from_docs(namespace: str) -> OperatorRbac:
-    sa = "compliance-operator"
-    objects = [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": sa},
-         "rules": DOCUMENTED_RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": sa},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": sa},
-         "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}]},
-    ]
-    return OperatorRbac(source="docs/operator.md", namespace=namespace, service_account=sa, cluster_wide=False,
-                        operator_settings={"NAMESPACES": namespace, "SCANNING_DISABLED": "true"},
-                        objects=objects)
 
 
 def _from_chart(namespace: str, values: list[Path] | None = None) -> OperatorRbac:

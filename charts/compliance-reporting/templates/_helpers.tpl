@@ -67,6 +67,19 @@ redis://{{ include "compliance.fullname" . }}-redis:6379/0
 {{- fail (printf "workers.%s.hpa.enabled and autoscaler.enabled both scale the %s worker Deployment: enable one of them" $kind $kind) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) .Values.operator.enabled -}}
+{{- fail "operator.replicas > 1 needs operator.peering.enabled: without peering every replica acts" -}}
+{{- end -}}
+{{- $softShutdown := .Values.config.COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT | default 30 | float64 -}}
+{{- range $kind := list "reports" "deliveries" -}}
+{{- if le (float64 (index $.Values.workers $kind "terminationGracePeriodSeconds")) $softShutdown -}}
+{{- fail (printf "workers.%s.terminationGracePeriodSeconds must exceed COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT (%v s), or pods are killed mid soft shutdown" $kind $softShutdown) -}}
+{{- end -}}
+{{- end -}}
+{{- $maxConnections := .Values.config.COMPLIANCE_REDIS_MAX_CONNECTIONS | default 200 | int -}}
+{{- if lt $maxConnections (add (int .Values.workers.deliveries.concurrency) 8 | int) -}}
+{{- fail (printf "workers.deliveries.concurrency=%v needs config.COMPLIANCE_REDIS_MAX_CONNECTIONS >= %v" .Values.workers.deliveries.concurrency (add (int .Values.workers.deliveries.concurrency) 8)) -}}
+{{- end -}}
 {{- if and (eq .Values.storage.backend "s3") (not .Values.storage.s3.bucket) -}}
 {{- fail "storage.backend=s3 needs storage.s3.bucket" -}}
 {{- end -}}

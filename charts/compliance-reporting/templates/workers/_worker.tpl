@@ -40,13 +40,16 @@ spec:
           image: {{ include "compliance.image" $root }}
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           # The hostname is the pod name: the operator maps busy Celery workers to pods by it.
-          args: ["worker", "--kind", "{{ .kind }}", "--concurrency", "{{ $w.concurrency }}"]
+          args: ["worker", "--kind", "{{ .kind }}"]
           ports:
             - name: metrics
               containerPort: {{ $root.Values.workers.metricsPort }}
               protocol: TCP
           env:
             {{- include "compliance.env" $root | nindent 12 }}
+            # The pool size as a setting (not --concurrency), so the service's own checks see it.
+            - name: {{ ternary "COMPLIANCE_WORKER_CONCURRENCY" "COMPLIANCE_DELIVERY_CONCURRENCY" (eq .kind "reports") }}
+              value: {{ $w.concurrency | quote }}
           envFrom:
             {{- include "compliance.envFrom" $root | nindent 12 }}
           livenessProbe:

@@ -7,47 +7,18 @@ import re
 import shutil
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts/compliance-reporting"
-SCENARIOS = ["default", *sorted(p.stem for p in (CHART / "ci").glob("*-values.yaml"))]
-HELMS = ["helm3", "helm4"]
+from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, helm, rendered
+
 KUBE_VERSIONS = ["1.29.0", "1.32.0", "1.35.0"]
 CUSTOM_GROUPS = ("reporting.compliance.io", "kopf.dev", "monitoring.coreos.com")
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@cache
-def tools_bin() -> Path:
-    out = subprocess.run([str(ROOT / "scripts/k8s-tools.sh")], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
-
-def helm(version: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([str(tools_bin() / version), *args], capture_output=True, text=True)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
-
-@cache
-def rendered(version: str, scenario: str) -> tuple[str, tuple[dict, ...]]:
-    args = ["template", "rel", str(CHART), "--namespace", "compliance"]
-    if scenario != "default":
-        args += ["-f", str(CHART / "ci" / f"{scenario}.yaml")]
-    text = helm(version, *args).stdout
-    return text, tuple(d for d in yaml.safe_load_all(text) if d)
-
-
-def by_kind(docs, kind):
-    return [d for d in docs if d["kind"] == kind]
 
 
 @pytest.mark.parametrize("version", HELMS)
@@ -347,3 +318,40 @@ def test_every_value_has_a_doc_comment():
         if stripped:
             previous = stripped
     assert not missing, missing
+
+
+def test_config_schema_follows_the_service_settings():
+    """`config` accepts exactly the real COMPLIANCE_* names (a misspelt setting fails install)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import importlib
+
+        sync = importlib.import_module("sync-chart-config")
+    finally:
+        sys.path.pop(0)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["config"] == sync.config_schema(), "stale: run scripts/sync-chart-config.py"
+    out = helm("helm4", "template", "rel", str(CHART), "--set", "config.COMPLIANCE_MAX_RETRIEZ=2", check=False)
+    assert out.returncode != 0 and "COMPLIANCE_MAX_RETRIEZ" in out.stderr
+    # the chart's own values cover these; setting them in `config` would fight the chart
+    out = helm("helm4", "template", "rel", str(CHART), "--set", "config.COMPLIANCE_REDIS_URL=redis://x", check=False)
+    assert out.returncode != 0
+
+
+@pytest.mark.parametrize("version", HELMS)
+def test_unsafe_combinations_are_refused(version):
+    def fails(*sets: str) -> str:
+        args = [a for s in sets for a in ("--set", s)]
+        out = helm(version, "template", "rel", str(CHART), *args, check=False)
+        assert out.returncode != 0, sets
+        return out.stderr
+
+    assert "terminationGracePeriodSeconds" in fails("workers.deliveries.terminationGracePeriodSeconds=20")
+    assert "peering" in fails("operator.replicas=2", "operator.peering.enabled=false")
+    assert "COMPLIANCE_REDIS_MAX_CONNECTIONS" in fails("workers.deliveries.concurrency=300")
+    ok = helm(version, "template", "rel", str(CHART), "--set", "operator.peering.enabled=false").stdout
+    docs = [d for d in yaml.safe_load_all(ok) if d]
+    assert not [d for d in docs if d["kind"] in ("KopfPeering", "ClusterKopfPeering")]
+    (op,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
+    env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["COMPLIANCE_OPERATOR_STANDALONE"] == "true"

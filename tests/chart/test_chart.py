@@ -265,7 +265,12 @@ def test_dashboard_queries_use_metrics_the_service_exports(api, receiver, start_
     from tests.support.services import wait_until
 
     wait_until(lambda: api.get("/webhook-statuses?status=delivered").json()["items"], timeout=30)
-    exported = scraped_metric_names(api.get("/metrics").text)
+    api.get("/health")
+    api_scrape = api.get("/metrics").text
+    # the health alert selects route="/health", status="503": the API labels by route template
+    # and numeric status, so a /health answer shows up under exactly those label names
+    assert re.search(r'http_requests_total\{[^}]*route="/health"[^}]*status="\d{3}"', api_scrape), api_scrape
+    exported = scraped_metric_names(api_scrape)
     exported |= scraped_metric_names(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
     # counters that only move on other paths still exist as families in the registry
     from compliance.observability import metrics as m

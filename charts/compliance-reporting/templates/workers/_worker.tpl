@@ -30,6 +30,9 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
+      {{- with $root.Values.serviceAccountName }}
+      serviceAccountName: {{ . }}
+      {{- end }}
       automountServiceAccountToken: false
       # Celery's soft shutdown (SIGTERM, remapped to SIGQUIT by the CLI) must fit in here.
       terminationGracePeriodSeconds: {{ $w.terminationGracePeriodSeconds }}

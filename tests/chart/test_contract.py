@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import os
 import sys
 
 import pytest
@@ -114,7 +115,7 @@ def test_every_process_accepts_the_settings_the_chart_gives_it(scenario, monkeyp
     for deployment in by_kind(docs, "Deployment"):
         component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
         env = _container_env(deployment, configmaps, secrets)
-        for name in [n for n in list(__import__("os").environ) if n.startswith("COMPLIANCE_")]:
+        for name in [n for n in os.environ if n.startswith("COMPLIANCE_")]:
             monkeypatch.delenv(name)
         for name, value in env.items():
             monkeypatch.setenv(name, value)

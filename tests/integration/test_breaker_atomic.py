@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import json
+import subprocess
+import sys
 import time
 
 import redis
@@ -11,38 +13,48 @@ from compliance.store.breakers import BreakerStore
 
 DEST = "https://flaky.example.com:443"
 
+# Each contender is a fresh interpreter (not a fork of this threaded pytest process, which can
+# inherit a held lock and hang). They all connect, report ready, then block on one Redis list until
+# the test releases them together, so the calls really race.
+_CONTENDER = """
+import json, sys
+import redis
+from compliance.store.breakers import BreakerStore
+url, action, n, reset_timeout, dest = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+client = redis.Redis.from_url(url, decode_responses=True)
+store = BreakerStore(client, threshold=5, reset_timeout=reset_timeout, probe_lease=10)
+client.incr("test:ready")
+client.blpop(["test:go"], timeout=60)
+if action == "fail":
+    out = [store.record(dest, "failure", was_probe=False) for _ in range(n)]
+else:
+    out = [store.acquire(dest)[0] for _ in range(n)]
+print(json.dumps(out))
+"""
 
-def _hammer_failures(url: str, n: int, start: float, out: mp.Queue) -> None:
-    store = BreakerStore(redis.Redis.from_url(url, decode_responses=True), threshold=5,
-                         reset_timeout=30, probe_lease=10)
-    while time.time() < start:
-        pass
-    out.put([store.record(DEST, "failure", was_probe=False) for _ in range(n)])
 
-
-def _try_acquire(url: str, start: float, out: mp.Queue) -> None:
-    store = BreakerStore(redis.Redis.from_url(url, decode_responses=True), threshold=5,
-                         reset_timeout=0.2, probe_lease=10)
-    while time.time() < start:
-        pass
-    out.put(store.acquire(DEST)[0])
-
-
-def _run(target, args_list):
-    ctx = mp.get_context("fork")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args, out)) for args in args_list]
-    for p in procs:
-        p.start()
-    results = [out.get(timeout=30) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-    return results
+def _race(url: str, r: redis.Redis, action: str, n: int, reset_timeout: float, procs: int) -> list[list[str]]:
+    r.delete("test:ready", "test:go")
+    running = [subprocess.Popen([sys.executable, "-c", _CONTENDER, url, action, str(n), str(reset_timeout), DEST],
+                                stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    try:
+        deadline = time.time() + 60
+        while int(r.get("test:ready") or 0) < procs:
+            assert time.time() < deadline, "contenders never became ready"
+            assert all(p.poll() is None for p in running), "a contender died before the race"
+            time.sleep(0.02)
+        r.rpush("test:go", *["go"] * procs)
+        outputs = [p.communicate(timeout=60)[0] for p in running]
+    finally:
+        for p in running:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in running), outputs
+    return [json.loads(line) for line in outputs]
 
 
 def test_opens_exactly_once_at_the_fifth_failure_across_processes(redis_url, r):
-    start = time.time() + 0.5
-    results = _run(_hammer_failures, [(redis_url, 3, start) for _ in range(4)])  # 12 failures
+    results = _race(redis_url, r, "fail", n=3, reset_timeout=30, procs=4)  # 12 failures
     flat = [state for batch in results for state in batch]
     assert flat.count("closed") == 4  # failures 1..4 leave it closed, whichever process sent them
     state = r.hgetall(f"compliance:breaker:{DEST}")
@@ -58,8 +70,7 @@ def test_half_open_lets_exactly_one_probe_through_the_fleet(redis_url, r):
         store.record(DEST, "failure", was_probe=False)
     assert store.acquire(DEST)[0] == "deny"
     time.sleep(0.3)
-    start = time.time() + 0.5
-    decisions = _run(_try_acquire, [(redis_url, start) for _ in range(8)])
+    decisions = [d for batch in _race(redis_url, r, "acquire", n=1, reset_timeout=0.2, procs=8) for d in batch]
     assert sorted(decisions) == ["deny"] * 7 + ["probe"]
     # the probe's failure re-opens it; a success would have closed it
     assert store.record(DEST, "failure", was_probe=True) == "open"

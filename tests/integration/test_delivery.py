@@ -178,11 +178,11 @@ def test_breaker_defers_without_using_attempts_then_delivers(api, receiver, star
     breakers = BreakerStore(r, threshold=settings.breaker_failure_threshold,
                             reset_timeout=settings.breaker_reset_timeout, probe_lease=5)
     origin = f"http://127.0.0.1:{receiver.port}"
+    start_worker()  # first: a slow start must not eat into the open window measured below
     for _ in range(settings.breaker_failure_threshold):
         breakers.record(origin, "failure", was_probe=False)
-    assert breakers.get(origin).state == "open"
-    start_worker()
     opened = time.time()
+    assert breakers.get(origin).state == "open"
     webhook_id = submit(api, receiver, "/deferred")
     deferred = wait_until(lambda: (s := status_of(api, webhook_id))["status"] == "retrying" and s)
     assert deferred["attempts"] == 0 and deferred["last_error_type"] == "circuit_open"

@@ -139,9 +139,5 @@ def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int
         return None
     finally:
         app.close()
-    held: dict[str, int] = {}
-    for reply in replies:
-        for worker, tasks in (reply or {}).items():
-            pod = str(worker).split("@", 1)[-1]
-            held[pod] = held.get(pod, 0) + len(tasks or [])
-    return held or None
+    return policy.held_from_replies(replies)
+

@@ -214,3 +214,25 @@ def deletion_costs(pods: Mapping[str, str | None], held: Mapping[str, int] | Non
         if current != str(cost):
             out[pod] = cost
     return out
+
+
+InspectReply = Mapping[str, Sequence[object] | None] | None  # worker name -> its tasks, from one query
+
+
+def held_from_replies(replies: Sequence[InspectReply]) -> dict[str, int] | None:
+    """Merge ``inspect`` replies (active, reserved, scheduled) into tasks held per pod.
+
+    Only workers that answered every query are counted: one that missed a reply (a slow
+    worker, a lost broadcast) could hold tasks in the part it did not report, and counting it
+    as idle would make it the ReplicaSet's first victim. Those pods keep their annotation.
+    None when no worker answered all of them.
+    """
+    answered = [set(reply or {}) for reply in replies]
+    complete = set.intersection(*answered) if answered else set()
+    held: dict[str, int] = {}
+    for reply in replies:
+        for worker, tasks in (reply or {}).items():
+            if worker in complete:
+                pod = str(worker).split("@", 1)[-1]
+                held[pod] = held.get(pod, 0) + len(tasks or [])
+    return held or None

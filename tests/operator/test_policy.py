@@ -13,6 +13,7 @@ from compliance_operator.policy import (
     breaker_counts,
     decide,
     deletion_costs,
+    held_from_replies,
     raw_replicas,
 )
 
@@ -133,3 +134,18 @@ def test_deletion_costs_mark_busy_pods_and_skip_unchanged() -> None:
     held = {"p-busy": 3, "p-idle": 0, "p-same": 2, "other-pod": 9}
     assert deletion_costs(pods, held) == {"p-busy": 3, "p-idle": 0}
     assert deletion_costs(pods, None) == {}
+
+
+@pytest.mark.parametrize(("replies", "expected"), [
+    # every worker answered all three: active + reserved + scheduled per pod
+    ([{"deliveries@p1": [{}], "deliveries@p2": []}, {"deliveries@p1": [{}, {}], "deliveries@p2": []},
+      {"deliveries@p1": [], "deliveries@p2": []}], {"p1": 3, "p2": 0}),
+    # p2 missed the "reserved" reply: it may hold tasks there, so it is not counted (not "idle")
+    ([{"deliveries@p1": [], "deliveries@p2": []}, {"deliveries@p1": [{}]},
+      {"deliveries@p1": [], "deliveries@p2": []}], {"p1": 1}),
+    # a query nobody answered (None) means no worker's count is complete
+    ([{"deliveries@p1": []}, None, {"deliveries@p1": []}], None),
+    ([None, None, None], None),
+])
+def test_held_tasks_count_only_workers_that_answered_every_query(replies, expected) -> None:
+    assert held_from_replies(replies) == expected

@@ -42,8 +42,13 @@ BASE_ENV = {
 }
 
 
+def stats(port: int) -> dict[str, int]:
+    """The receiver's counters: requests answered, and requests being answered right now."""
+    return dict(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json())
+
+
 def received(port: int) -> int:
-    return int(httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()["count"])
+    return stats(port)["count"]
 
 
 def start_receiver(latency_ms: float) -> tuple[subprocess.Popen[bytes], int]:
@@ -78,8 +83,13 @@ async def raw_loop(port: int, n: int, in_flight: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, tmp: Path) -> float:
-    """Enqueue n webhooks (as the API does), run one worker, time until the receiver has all."""
+def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, tmp: Path,
+             processes: int = 1) -> tuple[float, float]:
+    """Enqueue n webhooks (as the API does), run the worker(s), time until the receiver has all.
+
+    ``processes`` > 1 runs that many worker processes side by side, as replicas would.
+    Returns deliveries per second and the mean number of deliveries in flight at the receiver.
+    """
     env = {**os.environ, **BASE_ENV, "COMPLIANCE_REDIS_URL": redis_url,
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     saved = dict(os.environ)
@@ -101,23 +111,30 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
     kind = "deliveries" if pool == "threads" else "reports"
     queue_arg = [] if pool == "threads" else [f"--queues={settings.delivery_queue_name}"]
     log = (tmp / f"worker-{pool}.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "compliance.cli.main", "worker", "--kind", kind,
-                               "-c", str(concurrency), "--loglevel", "WARNING", *queue_arg],
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
+    workers = [subprocess.Popen([sys.executable, "-m", "compliance.cli.main", "worker", "--kind", kind,
+                                 "-c", str(concurrency), "--loglevel", "WARNING", *queue_arg,
+                                 f"--hostname={kind}{i}@%h"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
+               for i in range(processes)]
     try:
         # start the clock at the first delivery, so worker boot time is not counted
         while received(port) == before:
-            if worker.poll() is not None:
+            if any(worker.poll() is not None for worker in workers):
                 raise RuntimeError((tmp / f"worker-{pool}.log").read_text()[-2000:])
             time.sleep(0.01)
         started = time.perf_counter()
         first = received(port)
-        while received(port) - before < n:
+        overlap: list[int] = []  # deliveries the receiver was answering at once, sampled
+        while (now := stats(port))["count"] - before < n:
+            overlap.append(now["in_flight"])
             time.sleep(0.02)
-        return (n - (first - before)) / (time.perf_counter() - started)
+        rate = (n - (first - before)) / (time.perf_counter() - started)
+        return rate, sum(overlap) / max(len(overlap), 1)
     finally:
-        worker.terminate()
-        worker.wait(60)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(60)
         celery.close()
         client.close()
 
@@ -136,20 +153,26 @@ def main() -> None:
             try:
                 n = args.n if latency else args.n * 2
                 raw = asyncio.run(raw_loop(port, n, args.in_flight))
-                ours = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight, tmp=tmp)
+                ours, overlap = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight,
+                                         tmp=tmp)
+                two, _ = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight // 2,
+                                  tmp=tmp, processes=2)
                 seed_n = min(n, 200) if latency else n
-                seed = run_ours(redis.url, port, seed_n, pool="prefork", concurrency=4, tmp=tmp)
-                rows.append((latency, n, raw, ours, seed))
+                seed, _ = run_ours(redis.url, port, seed_n, pool="prefork", concurrency=4, tmp=tmp)
+                rows.append((latency, n, raw, ours, two, seed, overlap))
             finally:
                 receiver.terminate()
                 receiver.wait()
     finally:
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\n{'latency':>8} {'n':>6} {'raw aiohttp/s':>14} {'ours threads/s':>15} {'seed prefork4/s':>16}"
-          f" {'ours/raw':>9} {'ours/seed':>10}")
-    for latency, n, raw, ours, seed in rows:
-        print(f"{latency:>6.0f}ms {n:>6} {raw:>14.0f} {ours:>15.0f} {seed:>16.1f} {ours / raw:>9.2f} {ours / seed:>10.1f}")
+    half = args.in_flight // 2
+    print(f"\n{'latency':>8} {'n':>6} {'raw aiohttp/s':>14} {'ours 1x' + str(args.in_flight) + '/s':>12}"
+          f" {'ours 2x' + str(half) + '/s':>12} {'seed prefork4/s':>16} {'ours/raw':>9} {'ours/seed':>10}"
+          f" {'2 procs/1':>10} {'in flight':>10}")
+    for latency, n, raw, ours, two, seed, overlap in rows:
+        print(f"{latency:>6.0f}ms {n:>6} {raw:>14.0f} {ours:>12.0f} {two:>12.0f} {seed:>16.1f}"
+              f" {ours / raw:>9.2f} {ours / seed:>10.1f} {two / ours:>10.2f} {overlap:>10.1f}")
 
 
 if __name__ == "__main__":

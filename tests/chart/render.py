@@ -21,6 +21,13 @@ def tools_bin() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+@cache
+def monitoring_crds_dir() -> Path:
+    """The Prometheus operator's own CRDs (scripts/monitoring-crds.sh fetches them once, via Go modules)."""
+    out = subprocess.run([str(ROOT / "scripts/monitoring-crds.sh")], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def helm(version: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run one helm binary; with ``check``, a failure fails the test with helm's stderr."""
     out = subprocess.run([str(tools_bin() / version), *args], capture_output=True, text=True)

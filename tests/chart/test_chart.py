@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, helm, rendered
+from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, helm, monitoring_crds_dir, rendered
 
 KUBE_VERSIONS = ["1.29.0", "1.32.0", "1.35.0"]
 CUSTOM_GROUPS = ("reporting.compliance.io", "kopf.dev", "monitoring.coreos.com")
@@ -44,9 +44,9 @@ def test_renders_valid_objects_for_three_kubernetes_versions(version, scenario, 
         assert out.returncode == 0 and not problems, (kube, problems)
 
 
-def custom_resource_schemas():
+def custom_resource_schemas(directory: Path = ROOT / "manifests/crds"):
     schemas = {}
-    for path in (ROOT / "manifests/crds").glob("*.yaml"):
+    for path in directory.glob("*.yaml"):
         for crd in yaml.safe_load_all(path.read_text()):
             for version in crd["spec"]["versions"]:
                 key = (f'{crd["spec"]["group"]}/{version["name"]}', crd["spec"]["names"]["kind"])
@@ -72,6 +72,38 @@ def test_custom_resources_match_their_crd_schemas():
     bad["spec"]["minReplicas"] = "one"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schemas[(bad["apiVersion"], bad["kind"])])
+
+
+def _python_patterns(node):
+    """Go's RE2 takes inline flags anywhere (``^(?i)warn$``); Python's re only at the start."""
+    if isinstance(node, dict):
+        return {k: (v.replace("^(?i)", "(?i)^") if k == "pattern" and isinstance(v, str) else _python_patterns(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_python_patterns(v) for v in node]
+    return node
+
+
+@pytest.mark.parametrize("version", HELMS)
+def test_monitoring_objects_match_the_prometheus_operators_crds(version):
+    """ServiceMonitor, PodMonitor and PrometheusRule against the Prometheus operator's real schemas
+    (its published CRDs, v0.85.0): a wrong type or a bad duration fails here, not in a cluster.
+    Unknown fields are the real API server's job (tests/k8s, strict field validation)."""
+    schemas = {key: _python_patterns(schema) for key, schema in custom_resource_schemas(monitoring_crds_dir()).items()}
+    assert {kind for _, kind in schemas} >= {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    seen = set()
+    for scenario in SCENARIOS:
+        for doc in rendered(version, scenario)[1]:
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                jsonschema.validate(doc, schemas[(doc["apiVersion"], doc["kind"])])
+                seen.add(doc["kind"])
+    assert seen == {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    # the check bites: the operator's schema refuses a duration it cannot parse
+    (monitor,) = by_kind(rendered(version, "monitoring-values")[1], "ServiceMonitor")
+    bad = json.loads(json.dumps(monitor))
+    bad["spec"]["endpoints"][0]["interval"] = "30 seconds"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schemas[("monitoring.coreos.com/v1", "ServiceMonitor")])
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

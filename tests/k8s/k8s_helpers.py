@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from tests.chart.render import monitoring_crds_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "manifests" / "crds"
@@ -172,19 +173,9 @@ def serviceaccount_kubeconfig(admin: client.ApiClient, *, server: str, ca_file: 
     return path
 
 
-# Minimal stand-ins for the Prometheus operator's CRDs, so charts that render a ServiceMonitor or
-# PrometheusRule can be installed (the schema is not ours to test; the objects are).
-MONITORING_KINDS = (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules"),
-                    ("PodMonitor", "podmonitors"))
-
-
 def monitoring_crds() -> list[dict[str, Any]]:
-    """CRDs for monitoring.coreos.com/v1 kinds that accept any content."""
-    return [{
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
-                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
-                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
-                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
-    } for kind, plural in MONITORING_KINDS]
+    """The Prometheus operator's real monitoring.coreos.com CRDs (ServiceMonitor, PodMonitor,
+    PrometheusRule), fetched once by scripts/monitoring-crds.sh, so the chart's monitoring objects
+    meet the schemas a cluster with the Prometheus operator enforces."""
+    return [doc for path in sorted(monitoring_crds_dir().glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]

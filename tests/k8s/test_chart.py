@@ -38,7 +38,7 @@ Helm = Callable[..., Any]
 
 @pytest.fixture(scope="session")
 def monitoring(k8s_api_client: client.ApiClient) -> list[str]:
-    """Stand-in monitoring.coreos.com CRDs for the ServiceMonitor/PrometheusRule scenarios."""
+    """The Prometheus operator's real monitoring.coreos.com CRDs, for the monitoring scenario."""
     return apply_crds(k8s_api_client, monitoring_crds())
 
 

@@ -29,7 +29,7 @@ test: setup
 	@scripts/test.sh
 
 lint: $(DEPS_STAMP)
-	$(VENV)/bin/ruff check service operator tests bench
+	$(VENV)/bin/ruff check service operator tests bench scripts
 
 typecheck: $(DEPS_STAMP)
 	$(VENV)/bin/mypy

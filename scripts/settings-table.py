@@ -3,28 +3,20 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "service"))
 
+from settings_comments import field_comments  # noqa: E402  (scripts/, this file's directory)
+
 from compliance.settings import Settings  # noqa: E402
 
 
 def table() -> str:
     """Markdown table: variable, default, meaning."""
-    lines = (ROOT / "service/compliance/settings.py").read_text().splitlines()
-    comments: dict[str, str] = {}
-    for i, line in enumerate(lines):
-        match = re.match(r"    (\w+): ", line)
-        if match and match.group(1) in Settings.model_fields:
-            j, parts = i - 1, []
-            while lines[j].strip().startswith("#") and not lines[j].strip().startswith("# ---"):
-                parts.insert(0, lines[j].strip()[1:].strip())
-                j -= 1
-            comments[match.group(1)] = " ".join(parts)
+    comments = field_comments(Settings.model_fields)
     out = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default if field.default_factory is None else field.default_factory()  # type: ignore[call-arg]

@@ -9,7 +9,6 @@ Run after adding a setting; tests/chart checks that the schema is in sync.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import typing
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "charts/compliance-reporting/values.schema.json"
 sys.path.insert(0, str(ROOT / "service"))
+
+from settings_comments import field_comments  # noqa: E402  (scripts/, this file's directory)
 
 from compliance.settings import Settings  # noqa: E402
 
@@ -43,17 +44,7 @@ OWNED_BY_OTHER_VALUES = {
 
 def _comments() -> dict[str, str]:
     """Field name -> the comment above it in settings.py (the settings' documentation)."""
-    lines = (ROOT / "service/compliance/settings.py").read_text().splitlines()
-    out: dict[str, str] = {}
-    for i, line in enumerate(lines):
-        match = re.match(r"    (\w+): ", line)
-        if match and match.group(1) in Settings.model_fields:
-            j, parts = i - 1, []
-            while lines[j].strip().startswith("#") and not lines[j].strip().startswith("# ---"):
-                parts.insert(0, lines[j].strip()[1:].strip())
-                j -= 1
-            out[match.group(1)] = " ".join(parts)
-    return out
+    return field_comments(Settings.model_fields)
 
 
 def config_schema() -> dict[str, typing.Any]:

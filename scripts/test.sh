@@ -4,7 +4,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 set -e
-echo "== ruff"; "$VENV/bin/ruff" check service operator tests bench
+echo "== ruff"; "$VENV/bin/ruff" check service operator tests bench scripts
 echo "== mypy"; "$VENV/bin/mypy"
 echo "== import contracts"; "$VENV/bin/lint-imports"
 set +e

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, helm, monitoring_crds_dir, rendered
+from tests.support.scripts import import_script
 
 KUBE_VERSIONS = ["1.29.0", "1.32.0", "1.35.0"]
 CUSTOM_GROUPS = ("reporting.compliance.io", "kopf.dev", "monitoring.coreos.com")
@@ -217,13 +218,7 @@ def test_secrets_are_generated_valid_and_existing_secret_is_honoured():
 
 
 def test_crds_are_gated_kept_and_in_sync():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import importlib
-
-        sync = importlib.import_module("sync-crds")
-    finally:
-        sys.path.pop(0)
+    sync = import_script("sync-crds")
     target = CHART / "templates/crds"
     for name, content in sync.expected().items():
         assert (target / name).read_text() == content, f"{name} is stale: run scripts/sync-crds.py"
@@ -358,16 +353,7 @@ def test_every_value_has_a_doc_comment():
 
 
 def test_config_schema_follows_the_service_settings():
-    """`config` accepts exactly the real COMPLIANCE_* names (a misspelt setting fails install)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import importlib
-
-        sync = importlib.import_module("sync-chart-config")
-    finally:
-        sys.path.pop(0)
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    assert schema["properties"]["config"] == sync.config_schema(), "stale: run scripts/sync-chart-config.py"
+    """A misspelt setting fails install (the schema is generated from Settings: test_contract.py)."""
     out = helm("helm4", "template", "rel", str(CHART), "--set", "config.COMPLIANCE_MAX_RETRIEZ=2", check=False)
     assert out.returncode != 0 and "COMPLIANCE_MAX_RETRIEZ" in out.stderr
     # the chart's own values cover these; setting them in `config` would fight the chart

@@ -5,29 +5,20 @@ reach."""
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
-import sys
 
 import pytest
 
-from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, docs_of, rendered, template
+from tests.chart.render import CHART, HELMS, SCENARIOS, by_kind, docs_of, rendered, template
+from tests.support.scripts import import_script
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def _script(name: str):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
-
-
 def test_config_schema_is_generated_from_the_service_settings():
     schema = json.loads((CHART / "values.schema.json").read_text())
-    assert schema["properties"]["config"] == _script("sync-chart-config").config_schema(), (
+    assert schema["properties"]["config"] == import_script("sync-chart-config").config_schema(), (
         "values.schema.json is stale: run scripts/sync-chart-config.py")
 
 

@@ -1,16 +1,19 @@
 """kopf registrations, kept thin: ``kopf run -m compliance_operator.main``.
 
-Peering (HA): with several replicas only the highest-priority one acts; the others wait.
+Peering (HA): with several replicas only the highest-priority one acts; the others wait. Each
+process draws its own priority (policy.peering_priority), because kopf pauses every operator
+when two live ones tie.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 import kopf
 
-from compliance_operator import AUTOSCALERS, GROUP, REPLAYS, VERSION, handlers, k8s, metrics_source
+from compliance_operator import AUTOSCALERS, GROUP, REPLAYS, VERSION, handlers, k8s, metrics_source, policy
 from compliance_operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg = OperatorSettings()
     logging.getLogger().setLevel(cfg.log_level)
     settings.peering.name = cfg.peering_name
+    settings.peering.priority = policy.peering_priority(cfg.peering_priority, settings.peering.priority,
+                                                        random.SystemRandom().randint)
+    settings.peering.lifetime = cfg.peering_lifetime_seconds
     settings.peering.standalone = cfg.standalone or settings.peering.standalone
     settings.scanning.disabled = cfg.scanning_disabled or settings.scanning.disabled
     settings.posting.reporting_component = "compliance-operator"

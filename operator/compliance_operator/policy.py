@@ -7,7 +7,7 @@ argument, so the whole policy is a table of tests.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from compliance.store.records import BreakerState
@@ -236,3 +236,20 @@ def held_from_replies(replies: Sequence[InspectReply]) -> dict[str, int] | None:
                 pod = str(worker).split("@", 1)[-1]
                 held[pod] = held.get(pod, 0) + len(tasks or [])
     return held or None
+
+
+PEERING_PRIORITY_RANGE = (1, 2**31)
+
+
+def peering_priority(configured: int | None, from_command_line: int, draw: Callable[[int, int], int]) -> int:
+    """This process's kopf peering priority.
+
+    kopf lets only the highest live priority act and pauses *all* operators that tie, so
+    replicas must not share one: a configured priority wins, then ``kopf run --priority``
+    (kopf's default is 0), else a random draw from ``PEERING_PRIORITY_RANGE``.
+    """
+    if configured is not None:
+        return configured
+    if from_command_line:
+        return from_command_line
+    return draw(*PEERING_PRIORITY_RANGE)

@@ -26,6 +26,13 @@ class OperatorSettings(BaseSettings):
     peering_name: str = "compliance-operator"
     # Run without peering (single replica, tests, local runs).
     standalone: bool = False
+    # kopf peering priority of this process. Unset: a random one in 1..2**31 per process, so among
+    # replicas exactly one (the highest) acts; kopf pauses *every* operator while two live ones
+    # share a priority. Set it only to rank replicas by hand (a debug run with a higher one wins).
+    peering_priority: int | None = None
+    # Seconds a replica that vanished without leaving the peering (SIGKILL, node loss) keeps the
+    # others paused (kopf's peering lifetime; a clean exit hands over at once).
+    peering_lifetime_seconds: int = Field(default=60, ge=5)
     # Liveness endpoint served by kopf (empty disables it).
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
     # Do not list/watch namespaces and CRDs: serve only the exact names in `namespaces`

@@ -6,6 +6,7 @@ import pytest
 
 from compliance.store.records import BreakerState
 from compliance_operator.policy import (
+    PEERING_PRIORITY_RANGE,
     Observation,
     Recommendation,
     ScalePolicy,
@@ -14,6 +15,7 @@ from compliance_operator.policy import (
     decide,
     deletion_costs,
     held_from_replies,
+    peering_priority,
     raw_replicas,
 )
 
@@ -149,3 +151,22 @@ def test_deletion_costs_mark_busy_pods_and_skip_unchanged() -> None:
 ])
 def test_held_tasks_count_only_workers_that_answered_every_query(replies, expected) -> None:
     assert held_from_replies(replies) == expected
+
+
+def _never(low: int, high: int) -> int:
+    raise AssertionError("no draw expected")
+
+
+@pytest.mark.parametrize(("configured", "cli", "expected"), [
+    (50, 0, 50),      # set by hand: ranks replicas deliberately
+    (50, 666, 50),    # the setting beats the command line
+    (None, 666, 666), # `kopf run --dev` / `--priority 666` keeps its priority
+])
+def test_peering_priority_given(configured, cli, expected) -> None:
+    assert peering_priority(configured, cli, _never) == expected
+
+
+def test_peering_priority_is_drawn_when_nothing_is_given() -> None:
+    """Replicas must not tie (kopf pauses every operator that ties), so each draws its own."""
+    assert peering_priority(None, 0, lambda low, high: high) == PEERING_PRIORITY_RANGE[1]
+    assert PEERING_PRIORITY_RANGE[0] >= 1  # above kopf's default 0: a stray default operator never wins

@@ -86,3 +86,20 @@ def test_hung_receiver_ends_retrying_or_failed_never_stuck(api, receiver, start_
     assert final["attempts"] == 4
     entry = api.get(f"/dead-letters/{webhook_id}", headers=admin_headers).json()
     assert {a["error_type"] for a in entry["attempts"]} == {"timeout"}
+
+
+def test_a_task_that_fails_outside_the_attempt_is_requeued_not_dropped(api, receiver, start_worker, r):
+    """Celery rejects a failed acks_late task's message without requeue, and kombu deletes it.
+    Here the task fails before the attempt (its run counter holds a non-number, as a Redis error
+    would make it fail): the message must come back and the webhook be delivered once it can."""
+    webhook_id = submit_many(api, receiver, 1, path="/after-fault")[0]
+    runs_key = f"compliance:delivery_runs:{webhook_id}:0:0:0.000"
+    r.set(runs_key, "not-a-number")  # INCR on it raises inside the task
+    worker = start_worker()
+    wait_until(lambda: b"not an integer" in worker.log_path.read_bytes(), timeout=30,
+               message="the task never failed as arranged")
+    assert receiver.received("/after-fault") == []
+    r.delete(runs_key)  # the fault clears
+    wait_until(lambda: all_delivered(api, [webhook_id]), timeout=30,
+               message="the failed task's message was dropped")
+    assert [q.headers["webhook-id"] for q in receiver.received("/after-fault")] == [webhook_id]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgi_correlation_id import correlation_id
 from celery import Task, shared_task
+from celery.exceptions import Reject
 
 from compliance.delivery.models import Envelope
 from compliance.delivery.policy import ErrorType
@@ -15,7 +16,12 @@ from compliance.observability import metrics
 from compliance.store import keys
 from compliance.worker.app import DELIVER_TASK
 
+if TYPE_CHECKING:
+    from compliance.worker.runtime import Runtime
+
 log = logging.getLogger(__name__)
+# Pause before handing a failed message back to the broker (it is redelivered at once).
+REQUEUE_PAUSE_SECONDS = 1.0
 
 
 def enqueue(app: Any, env: Envelope, *, queue: str, countdown: float | None = None) -> None:
@@ -33,11 +39,27 @@ def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
     from compliance.worker.runtime import get_runtime
 
     started = time.monotonic()
-    settings = self.app.settings
-    rt = get_runtime(settings)
     env = Envelope.model_validate(envelope)
     if env.correlation_id:
         correlation_id.set(env.correlation_id)
+    try:
+        _deliver(self, get_runtime(self.app.settings), env)
+    except Exception as exc:
+        # Redis or broker trouble, or a bug. Under acks_late Celery rejects a failed task's
+        # message *without* requeue, and kombu's Redis transport then deletes it: the webhook
+        # would be lost. Hand it back to the broker instead (if Redis is down even that fails,
+        # and the unacked message comes back after the visibility timeout). The run counter
+        # dead-letters a message that keeps failing as `poison`, so this cannot loop forever.
+        metrics.TASKS.labels(task="deliver_webhook", state="error").inc()
+        log.exception("delivery task failed; message requeued", extra={"webhook_id": env.webhook_id})
+        time.sleep(REQUEUE_PAUSE_SECONDS)  # a fault that outlives the retry must not spin a hot loop
+        raise Reject(exc, requeue=True) from exc
+    metrics.TASKS.labels(task="deliver_webhook", state="done").inc()
+    metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+
+
+def _deliver(task: Task, rt: Runtime, env: Envelope) -> None:
+    settings = rt.settings
     # Count runs of this logical attempt: the broker redelivers after a crash, and a message
     # that keeps killing workers (or failing inside) must end in the DLQ, not loop forever.
     runs_key = (f"{keys.DELIVERY_RUNS_PREFIX}{env.webhook_id}:{env.replay_count}:"
@@ -51,13 +73,12 @@ def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
         return
     try:
         followup = rt.deliverer.attempt(env)
-    except Exception as exc:
-        # Redis hiccup or a bug: try the same attempt again later; never drop the webhook.
+    except Exception:
+        # The engine crashed mid-attempt (Redis hiccup or a bug): run the same attempt again
+        # after a pause; the same run counter applies.
         metrics.TASKS.labels(task="deliver_webhook", state="error").inc()
         log.exception("delivery attempt crashed; will run again", extra={"webhook_id": env.webhook_id})
-        raise self.retry(exc=exc, countdown=min(60, 2**runs), max_retries=None) from exc
+        enqueue(task.app, env, queue=settings.delivery_queue_name, countdown=min(60, 2**runs))
+        return
     if followup is not None:
-        enqueue(self.app, followup.envelope, queue=settings.delivery_queue_name,
-                countdown=followup.delay)
-    metrics.TASKS.labels(task="deliver_webhook", state="done").inc()
-    metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+        enqueue(task.app, followup.envelope, queue=settings.delivery_queue_name, countdown=followup.delay)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from compliance.observability import metrics
 from compliance.worker.app import REPORT_TASK
+
+if TYPE_CHECKING:
+    from compliance.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +24,34 @@ def generate_report(self: Task, report_id: str) -> None:
     from compliance.worker.runtime import get_runtime
 
     started = time.monotonic()
-    rt = get_runtime(self.app.settings)
     try:
-        outcome = rt.report_workflow.generate(report_id)
-    except SoftTimeLimitExceeded:
-        # A hard kill skips every failure hook, so the final status is written here.
-        limit = self.app.settings.task_soft_time_limit
-        rt.report_workflow.fail(report_id, "time_limit", f"report generation exceeded {limit} s")
-        outcome = "failed"
+        outcome = _generate(self, get_runtime(self.app.settings), report_id)
+    except Retry:
+        raise
     except Exception as exc:
-        # Redis or broker hiccup: run again later; the run counter turns a loop into a failure.
+        # Under acks_late Celery rejects a failed task's message *without* requeue (kombu's
+        # Redis transport then deletes it), and Task.retry does the same when it cannot
+        # publish. Hand the message back instead; the workflow's run counter turns a message
+        # that keeps failing into a `poison` failure with report.failed.
         metrics.TASKS.labels(task="generate_report", state="error").inc()
-        log.exception("report task crashed; will run again", extra={"report_id": report_id})
-        raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1)),
-                         max_retries=None) from exc
+        log.exception("report task failed; message requeued", extra={"report_id": report_id})
+        raise Reject(exc, requeue=True) from exc
     metrics.TASKS.labels(task="generate_report", state=outcome).inc()
     metrics.TASK_DURATION.labels(task="generate_report").observe(time.monotonic() - started)
+
+
+def _generate(task: Task, rt: Runtime, report_id: str) -> str:
+    try:
+        return rt.report_workflow.generate(report_id)
+    except SoftTimeLimitExceeded:
+        # A hard kill skips every failure hook, so the final status is written here.
+        limit = rt.settings.task_soft_time_limit
+        rt.report_workflow.fail(report_id, "time_limit", f"report generation exceeded {limit} s")
+        return "failed"
+    except Exception as exc:
+        # Redis or broker hiccup: run again after a pause (Retry); if even that cannot be
+        # published, Celery raises Reject(requeue=False), which the caller turns into a requeue.
+        metrics.TASKS.labels(task="generate_report", state="error").inc()
+        log.exception("report task crashed; will run again", extra={"report_id": report_id})
+        raise task.retry(exc=exc, countdown=min(60, 2 ** (task.request.retries + 1)),
+                         max_retries=None) from exc

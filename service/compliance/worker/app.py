@@ -47,7 +47,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # An unexpected error leaves the message unacked, so the broker redelivers it: never lost.
+        # A hard time limit requeues the message instead of acking it. (Any other failure is
+        # rejected *without* requeue, which deletes it: so the tasks catch their own errors and
+        # raise Reject(requeue=True), bounded by their run counters.)
         "task_acks_on_failure_or_timeout": False,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,

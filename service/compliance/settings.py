@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     public_base_url: str = "http://localhost:8000"
     # Page size cap for listings.
     max_page_size: int = Field(default=500, ge=1)
+    # Deepest nesting of objects/arrays accepted in free-form JSON (webhook payload, report
+    # evidence and metadata); deeper gets 422. At most 128: stored records and webhook envelopes
+    # wrap it deeper, and pydantic reads JSON only ~200 levels deep (serializes 255).
+    max_json_depth: int = Field(default=32, ge=1, le=128)
 
     # --- reports ------------------------------------------------------------------------------------
     # Import path of the ComplianceFacade implementation.

@@ -63,6 +63,35 @@ def test_every_validation_error_is_a_422_naming_the_field(api, r, body, field):
     assert r.keys("webhook_status:*") == [] and r.llen("compliance-compliance_webhooks") == 0
 
 
+def nested_json(depth: int, inner: str = "{}") -> str:
+    """``depth`` levels of objects and arrays as raw JSON text (json.dumps itself would recurse)."""
+    opens = "".join("[" if i % 2 else '{"a":' for i in range(depth - 1))
+    closes = "".join("]" if i % 2 else "}" for i in reversed(range(depth - 1)))
+    return opens + inner + closes
+
+
+def raw_webhook(payload_json: str) -> str:
+    return '{"url":"http://127.0.0.1:9/hook","event":"e","payload":' + payload_json + "}"
+
+
+@pytest.mark.parametrize("depth", [33, 256, 300, 900])
+def test_deeply_nested_payload_is_a_422_not_a_500(api, r, depth):
+    # 256 levels is about 1 KB, far under the body limit; pydantic cannot serialize it.
+    content = raw_webhook(nested_json(depth))
+    response = api.post("/webhooks", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert error_fields(response) == ["body.payload"]
+    assert "32" in response.json()["error"]["message"]
+    assert r.keys("webhook_status:*") == [] and r.llen("compliance-compliance_webhooks") == 0
+
+
+def test_payload_at_the_depth_limit_is_accepted(api, settings):
+    content = raw_webhook(nested_json(settings.max_json_depth))
+    response = api.post("/webhooks", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 202, response.text
+
+
 def test_malformed_json_and_wrong_content(api):
     response = api.post("/webhooks", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422

@@ -90,6 +90,44 @@ def test_bad_input_is_a_422_naming_the_field(api, r, body, field):
     assert r.keys("compliance:report:*") == []
 
 
+def nested(depth: int) -> dict:
+    """An object ``depth`` levels deep: {"a": {"a": ... {}}}."""
+    value: dict = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
+def deep_evidence(depth: int) -> dict:
+    """Passing evidence with one user's extra attribute nested so the whole is ``depth`` deep."""
+    evidence = ev.cloud_pass()
+    evidence["iam"]["users"][0]["tags"] = nested(depth - 4)  # evidence > iam > users > [0] > tags
+    return evidence
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (good(metadata=nested(33)), "body.metadata"),
+    # 255 levels: accepted before, then the worker could not serialize report.completed
+    (good(metadata=nested(255)), "body.metadata"),
+    (good(metadata=nested(300)), "body.metadata"),
+    (good(evidence=deep_evidence(33)), "body.evidence"),
+    (good(evidence=deep_evidence(300)), "body.evidence"),
+])
+def test_deeply_nested_json_is_a_422_naming_the_field(api, r, body, field):
+    response = api.post("/reports", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert fields(response) == [field]
+    assert r.llen("compliance-compliance_queue") == 0
+    assert r.keys("compliance:report:*") == []
+
+
+def test_json_at_the_depth_limit_is_accepted(api, settings):
+    limit = settings.max_json_depth
+    response = api.post("/reports", json=good(evidence=deep_evidence(limit), metadata=nested(limit)))
+    assert response.status_code == 202, response.text
+
+
 def test_oversized_evidence_is_413_naming_the_field(settings, r):
     small = settings.model_copy(update={"max_evidence_bytes": 2000})
     with TestClient(create_app(small), headers={"X-API-Key": "test-producer-key-0123456789"}) as client:

@@ -6,12 +6,17 @@ import base64
 import json
 
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
+from compliance.api.app import create_app
 from compliance.reports.service import content_url
 from compliance.reports.storage import document_key
+from compliance.settings import Settings
 from compliance.worker.runtime import Runtime
 from tests.reports import evidence as ev
-from tests.reports.test_api import good
+from tests.reports.test_api import good, nested
+from tests.support.services import PRODUCER_KEY
 
 DELIVERY_QUEUE = "compliance-compliance_webhooks"
 
@@ -29,6 +34,24 @@ def runtime(settings):
     rt = Runtime(settings)
     yield rt
     rt.redis.close()
+
+
+def test_metadata_at_the_highest_depth_setting_still_reaches_the_webhook(r, settings):
+    # max_json_depth is capped at 128 so the worker can read the record back and send the webhook.
+    with pytest.raises(ValidationError, match="max_json_depth"):
+        Settings(dev_mode=True, max_json_depth=129)
+    deepest = settings.model_copy(update={"max_json_depth": 128})
+    metadata = nested(128)
+    with TestClient(create_app(deepest), headers={"X-API-Key": PRODUCER_KEY}) as client:
+        accepted = client.post("/reports", json=good(metadata=metadata))
+        assert accepted.status_code == 202, accepted.text
+        rt = Runtime(deepest)
+        try:
+            assert rt.report_workflow.generate(accepted.json()["report_id"]) == "completed"
+        finally:
+            rt.redis.close()
+    (env,) = delivery_envelopes(r)
+    assert env["event"] == "report.completed" and env["payload"]["metadata"] == metadata
 
 
 def test_generate_stores_the_document_then_sends_report_completed_once(api, r, runtime, settings):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import ProducerAuth, ServicesDep
 from compliance.api.errors import APIError, field_error
+from compliance.api.json_limits import check_json_depth
 from compliance.api.routes.webhooks import check_url, shed_load
 from compliance.api.services import Services
 from compliance.delivery.submit import new_webhook_id
@@ -122,8 +123,11 @@ class FrameworkList(BaseModel):
 
 
 def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evidence_bytes: int,
-                     max_metadata_bytes: int) -> None:
-    """Framework, sizes and evidence shape; raises APIError naming the field."""
+                     max_metadata_bytes: int, max_json_depth: int) -> None:
+    """Nesting, framework, sizes and evidence shape; raises APIError naming the field."""
+    # First: the size and shape checks below walk the JSON recursively.
+    check_json_depth(body.evidence, limit=max_json_depth, field="body.evidence")
+    check_json_depth(body.metadata, limit=max_json_depth, field="body.metadata")
     known = [f.id for f in facade.frameworks()]
     if body.framework not in known:
         raise field_error("body.framework", f"unknown framework; known: {', '.join(known)}")
@@ -151,7 +155,8 @@ async def submit_report(body: ReportRequest, services: ServicesDep, reports: Rep
     settings = services.settings
     facade = reports.need_facade()
     validate_request(body, facade, max_evidence_bytes=settings.max_evidence_bytes,
-                     max_metadata_bytes=settings.max_metadata_bytes)
+                     max_metadata_bytes=settings.max_metadata_bytes,
+                     max_json_depth=settings.max_json_depth)
     await check_url(services, body.webhook_url, "body.webhook_url")
     await shed_load(services, settings.queue_name)
     storage = reports.need_storage()

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import AdminAuth, ProducerAuth, ServicesDep
 from compliance.api.errors import APIError, field_error
+from compliance.api.json_limits import check_json_depth
 from compliance.api.services import Services
 from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope
@@ -72,6 +73,7 @@ async def shed_load(services: Services, queue: str) -> None:
 @router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth])
 async def submit_webhook(body: WebhookRequest, services: ServicesDep, request: Request) -> Accepted:
     """Accept a webhook and queue its delivery."""
+    check_json_depth(body.payload, limit=services.settings.max_json_depth, field="body.payload")
     await check_url(services, body.url, "body.url")
     await shed_load(services, services.settings.delivery_queue_name)
     cid = correlation_id.get() or ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -107,6 +108,20 @@ def test_query_validation(api, admin_headers):
     assert api.post("/webhook-cleanup?status=nope", headers=admin_headers).status_code == 422
     neg = api.post("/webhook-cleanup?older_than_days=-1", headers=admin_headers)
     assert neg.status_code == 422 and "query.older_than_days" in error_fields(neg)
+
+
+@pytest.mark.parametrize("score", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_cursor_with_a_non_finite_score_is_a_422_not_a_503(api, r, settings, score):
+    # Well-formed base64 of "<score>|<member>": Redis refuses a NaN bound, and an infinite one
+    # does not come from any page we hand out.
+    store = StatusStore(r, settings)
+    store.put(WebhookStatus(webhook_id="wh_1", destination="https://e.com", event="e",
+                            status=Status.PENDING, created_at=time.time(), updated_at=time.time()))
+    cursor = base64.urlsafe_b64encode(f"{score}|wh_1".encode()).decode().rstrip("=")
+    response = api.get(f"/webhook-statuses?cursor={cursor}")
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "validation_error"
+    assert error_fields(response) == ["query.cursor"]
 
 
 def test_body_size_limit_gives_413_and_loses_nothing(api, r, settings):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from compliance.store import keys
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import Attempt, DeadLetter, Status, WebhookStatus
-from compliance.store.statuses import StatusStore
+from compliance.store.statuses import StatusStore, decode_cursor
 
 
 def record(i: int, status: Status = Status.PENDING, at: float | None = None) -> WebhookStatus:
@@ -103,6 +104,15 @@ def test_ties_on_the_same_score_are_not_skipped(statuses):
         if not cursor:
             break
     assert sorted(got) == [f"wh_{i:05d}" for i in range(10)]
+
+
+@pytest.mark.parametrize("score", ["nan", "inf", "-inf", "1e999"])
+def test_decode_cursor_refuses_non_finite_scores(statuses, score):
+    cursor = base64.urlsafe_b64encode(f"{score}|wh_00001".encode()).decode().rstrip("=")
+    with pytest.raises(ValueError, match="malformed cursor"):
+        decode_cursor(cursor)
+    with pytest.raises(ValueError, match="malformed cursor"):
+        statuses.page(limit=10, cursor=cursor)
 
 
 def test_expired_records_are_pruned_from_indexes(statuses, r):

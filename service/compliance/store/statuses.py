@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,13 +46,20 @@ def encode_cursor(score: float, member: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[float, str]:
-    """Inverse of encode_cursor; raises ValueError on a malformed cursor."""
+    """Inverse of encode_cursor; raises ValueError on a malformed cursor.
+
+    The score must be finite: Redis refuses a NaN range bound (the client would see a 503), and
+    scores are timestamps, so an infinite one never comes from encode_cursor.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        score, member = raw.split("|", 1)
-        return float(score), member
+        text, member = raw.split("|", 1)
+        score = float(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("malformed cursor") from exc
+    if not math.isfinite(score):
+        raise ValueError("malformed cursor")
+    return score, member
 
 
 class StatusStore:

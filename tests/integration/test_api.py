@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from compliance.api.app import create_app
 from compliance.localredis import LocalRedis
-from compliance.store.records import Status, WebhookStatus
+from compliance.store.dead_letters import DeadLetterStore
+from compliance.store.records import Attempt, DeadLetter, Status, WebhookStatus
 from compliance.store.statuses import StatusStore
 from tests.support.services import ADMIN_KEY, FAST_ENV, PRODUCER_KEY, settings_from_env
 
@@ -146,6 +147,29 @@ def test_unknown_ids_are_404(api, admin_headers):
     assert api.get("/dead-letters/wh_nope", headers=admin_headers).status_code == 404
     assert api.post("/dead-letters/wh_nope/replay", headers=admin_headers).status_code == 404
     assert api.get("/no/such/path").status_code == 404
+
+
+def test_dead_letter_listing_total_counts_the_filtered_entries(api, r, settings, admin_headers):
+    store = DeadLetterStore(r, settings)
+    now = time.time()
+    for i in range(12):
+        etype, host = ("timeout", "a") if i < 3 else ("http_5xx", "b")
+        store.put(DeadLetter(webhook_id=f"wh_{i:03d}", destination=f"https://{host}.example.com/h",
+                             event="e", payload={}, attempts=[Attempt(at=now, error_type=etype)],
+                             error_type=etype, error="boom", created_at=now - i, failed_at=now - i))
+    page = api.get("/dead-letters?error_type=timeout&limit=2", headers=admin_headers).json()
+    assert [e["webhook_id"] for e in page["items"]] == ["wh_000", "wh_001"]
+    assert page["total"] == 3 and page["total_exact"] is True
+    by_host = api.get("/dead-letters?destination=https://b.&limit=5&offset=5",
+                      headers=admin_headers).json()
+    assert len(by_host["items"]) == 4 and by_host["total"] == 9
+    both = api.get("/dead-letters?error_type=timeout&destination=https://b.",
+                   headers=admin_headers).json()
+    assert both["items"] == [] and both["total"] == 0
+    everything = api.get("/dead-letters?limit=1", headers=admin_headers).json()
+    assert len(everything["items"]) == 1 and everything["total"] == 12
+    described = api.get("/openapi.json").json()["components"]["schemas"]["DeadLetterPage"]
+    assert "matching the filters" in described["properties"]["total"]["description"]
 
 
 def test_auth_producer_and_admin_keys(settings):

@@ -176,3 +176,39 @@ def test_dead_letters_ttl_filter_and_single_claim(dlq, r):
     assert first is not None and dlq.claim("wh_0") is None
     dlq.remove("wh_0")
     assert dlq.size() == 2 and dlq.claim("wh_0") is None
+
+
+def put_dead_letters(dlq, kinds: list[str]) -> None:
+    """One entry per item of ``kinds`` (its error type), the first one newest."""
+    now = time.time()
+    for i, etype in enumerate(kinds):
+        dlq.put(DeadLetter(webhook_id=f"wh_{i:03d}", destination=f"https://{etype}.example.com/h",
+                           event="e", payload={"i": i}, attempts=[Attempt(at=now, error_type=etype)],
+                           error_type=etype, error="boom", created_at=now - i, failed_at=now - i))
+
+
+def test_counted_page_total_counts_the_matches_not_the_dlq(dlq):
+    put_dead_letters(dlq, ["timeout" if i % 3 == 0 else "http_5xx" for i in range(30)])
+    timeouts = dlq.counted_page(DeadLetterFilter(error_type="timeout"), limit=4, offset=2)
+    assert [e.webhook_id for e in timeouts.items] == ["wh_006", "wh_009", "wh_012", "wh_015"]
+    assert (timeouts.total, timeouts.total_exact) == (10, True)
+    by_host = dlq.counted_page(DeadLetterFilter(destination="https://http_5xx."), limit=50)
+    assert (len(by_host.items), by_host.total, by_host.total_exact) == (20, 20, True)
+    nothing = dlq.counted_page(DeadLetterFilter(error_type="dns"), limit=5)
+    assert (nothing.items, nothing.total, nothing.total_exact) == ([], 0, True)
+    everything = dlq.counted_page(DeadLetterFilter(), limit=5)
+    assert (len(everything.items), everything.total, everything.total_exact) == (5, 30, True)
+
+
+def test_counted_page_stops_counting_at_the_scan_limit(dlq):
+    put_dead_letters(dlq, ["timeout"] * 30)
+    dlq.count_scan_limit = 10
+    capped = dlq.counted_page(DeadLetterFilter(error_type="timeout"), limit=3)
+    assert (len(capped.items), capped.total, capped.total_exact) == (3, 10, False)
+    # the page itself is always filled, even past the limit
+    deep = dlq.counted_page(DeadLetterFilter(error_type="timeout"), limit=5, offset=20)
+    assert [e.webhook_id for e in deep.items] == [f"wh_{i:03d}" for i in range(20, 25)]
+    assert (deep.total, deep.total_exact) == (25, False)
+    dlq.count_scan_limit = 30
+    exact = dlq.counted_page(DeadLetterFilter(error_type="timeout"), limit=3)
+    assert (exact.total, exact.total_exact) == (30, True)

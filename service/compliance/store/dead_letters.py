@@ -33,11 +33,30 @@ class DeadLetterFilter:
             return False
         return not (self.newer_than_seconds is not None and age > self.newer_than_seconds)
 
+    @property
+    def selects_all(self) -> bool:
+        """True when no criterion is set, so every entry matches."""
+        return (not self.error_type and not self.destination
+                and self.older_than_seconds is None and self.newer_than_seconds is None)
+
+
+@dataclass(frozen=True)
+class CountedPage:
+    """A page of selected entries and how many entries the selector matches in all."""
+
+    items: list[DeadLetter]
+    # Entries matching the selector; a lower bound when ``total_exact`` is False.
+    total: int
+    # False when counting stopped after ``DeadLetterStore.count_scan_limit`` entries.
+    total_exact: bool
+
 
 class DeadLetterStore:
     """Keeps final failures for 30 days and hands each out once per replay."""
 
     claim_seconds = 300
+    # A filtered listing stops counting once its page is full and this many entries were read.
+    count_scan_limit = 10_000
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._r = client
@@ -69,8 +88,14 @@ class DeadLetterStore:
 
     def iter(self, selector: DeadLetterFilter, *, batch_size: int = 200) -> Iterator[DeadLetter]:
         """Selected entries, newest first; stale index entries are removed on the way."""
-        self.prune()
         now = time.time()
+        for entry in self._scan(batch_size):
+            if selector.matches(entry, now):
+                yield entry
+
+    def _scan(self, batch_size: int = 200) -> Iterator[DeadLetter]:
+        """Every entry, newest first; stale index entries are removed on the way."""
+        self.prune()
         start = 0
         while True:
             members: list[str] = self._r.zrevrange(  # type: ignore[assignment]
@@ -83,11 +108,8 @@ class DeadLetterStore:
                 self._r.zrem(keys.DEAD_LETTER_INDEX, *stale)
             start += len(members) - len(stale)
             for raw in raws:
-                if raw is None:
-                    continue
-                entry = DeadLetter.model_validate_json(raw)
-                if selector.matches(entry, now):
-                    yield entry
+                if raw is not None:
+                    yield DeadLetter.model_validate_json(raw)
 
     def page(
         self, selector: DeadLetterFilter, *, limit: int, offset: int = 0
@@ -101,6 +123,33 @@ class DeadLetterStore:
             if len(out) >= limit:
                 break
         return out
+
+    def counted_page(
+        self, selector: DeadLetterFilter, *, limit: int, offset: int = 0
+    ) -> CountedPage:
+        """A page of selected entries plus the number of entries the selector matches.
+
+        Unfiltered, the total is the index size (O(1)). Filtered, it is counted in the same pass
+        that fills the page, which goes on past the page until the DLQ is exhausted or, once the
+        page is full, ``count_scan_limit`` entries were read; then the total is a lower bound.
+        """
+        if selector.selects_all:
+            # The page first: it drops the stale index entries it meets, which size() would count.
+            return CountedPage(items=self.page(selector, limit=limit, offset=offset),
+                               total=self.size(), total_exact=True)
+        now = time.time()
+        items: list[DeadLetter] = []
+        matched = 0
+        entries = self._scan()
+        for scanned, entry in enumerate(entries, start=1):
+            if selector.matches(entry, now):
+                if offset <= matched < offset + limit:
+                    items.append(entry)
+                matched += 1
+            if scanned >= self.count_scan_limit and matched >= offset + limit:
+                exhausted = next(entries, None) is None
+                return CountedPage(items=items, total=matched, total_exact=exhausted)
+        return CountedPage(items=items, total=matched, total_exact=True)
 
     def claim(self, webhook_id: str) -> DeadLetter | None:
         """Take the entry for replay; a concurrent claim of the same entry gets None."""

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import AdminAuth, ServicesDep
 from compliance.api.errors import APIError
-from compliance.store.dead_letters import DeadLetterFilter
+from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
 
 router = APIRouter(dependencies=[AdminAuth])
@@ -22,7 +22,12 @@ class DeadLetterPage(BaseModel):
     items: list[DeadLetter]
     offset: int
     limit: int
-    total: int
+    total: int = Field(description=(
+        "Dead letters matching the filters (all of them without filters), not the page size. "
+        "A filtered count reads entries one by one and stops once the page is full and "
+        f"{DeadLetterStore.count_scan_limit} entries were read; then total_exact is false and "
+        "total is a lower bound."))
+    total_exact: bool = Field(description="False when total is only a lower bound.")
 
 
 @router.get("/dead-letters", response_model=DeadLetterPage)
@@ -33,11 +38,12 @@ async def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DeadLetterPage:
-    """Dead letters filtered by error type and destination prefix."""
+    """Dead letters filtered by error type and destination prefix; total counts the matches."""
     selector = DeadLetterFilter(error_type=error_type, destination=destination)
-    items = await asyncio.to_thread(services.dead_letters.page, selector, limit=limit, offset=offset)
-    total = await asyncio.to_thread(services.dead_letters.size)
-    return DeadLetterPage(items=items, offset=offset, limit=limit, total=total)
+    page = await asyncio.to_thread(services.dead_letters.counted_page, selector,
+                                   limit=limit, offset=offset)
+    return DeadLetterPage(items=page.items, offset=offset, limit=limit, total=page.total,
+                          total_exact=page.total_exact)
 
 
 @router.get("/dead-letters/{webhook_id}", response_model=DeadLetter)

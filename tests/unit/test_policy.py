@@ -105,22 +105,39 @@ def test_retry_after_seconds_and_date():
     assert policy.parse_retry_after(None, now=now) is None
 
 
+class FixedJitter(random.Random):
+    """An rng whose ``uniform`` always lands at the same fraction of the window."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__(0)
+        self.fraction = fraction
+
+    def uniform(self, a: float, b: float) -> float:
+        return a + (b - a) * self.fraction
+
+
+BACKOFF = 8.0  # retry 1 with base 10: the jitter window is [0, 10], FixedJitter(0.8) lands at 8
+
+
 @pytest.mark.parametrize(
-    ("code", "retry_after", "expect_min", "expect_max"),
+    ("code", "retry_after", "expected"),
     [
-        (429, 30.0, 30.0, 30.0),  # honoured: longer than backoff
-        (503, 30.0, 30.0, 30.0),
-        (429, 5000.0, 100.0, 100.0),  # clamped below the visibility timeout
-        (429, 0.0, 0.0, 1.0),  # can only delay, never shorten the backoff
-        (500, 30.0, 0.0, 1.0),  # ignored on other codes
-        (408, 30.0, 0.0, 1.0),
+        (429, 30.0, 30.0),  # honoured: longer than the backoff
+        (503, 30.0, 30.0),
+        (429, 5000.0, 100.0),  # clamped below the visibility timeout
+        (429, 0.0, BACKOFF),  # can only delay, never shorten the backoff
+        (503, 2.0, BACKOFF),
+        (429, None, BACKOFF),  # no usable header
+        (500, 30.0, BACKOFF),  # ignored on other codes
+        (408, 30.0, BACKOFF),
+        (None, 30.0, BACKOFF),  # transport error: no status
     ],
 )
-def test_retry_after_only_delays_and_is_clamped(code, retry_after, expect_min, expect_max):
-    rng = random.Random(1)
+def test_retry_after_only_delays_and_is_clamped(code, retry_after, expected):
+    assert policy.backoff_seconds(1, base=10.0, cap=60.0, rng=FixedJitter(0.8)) == BACKOFF
     delay = policy.retry_delay(retry_number=1, status_code=code, retry_after=retry_after,
-                               base=1.0, cap=10.0, retry_after_cap=100.0, rng=rng)
-    assert expect_min <= delay <= expect_max
+                               base=10.0, cap=60.0, retry_after_cap=100.0, rng=FixedJitter(0.8))
+    assert delay == pytest.approx(expected)
 
 
 def test_deferral_waits_for_reopen_plus_jitter():

@@ -68,20 +68,23 @@ def backoff_seconds(retry_number: int, *, base: float, cap: float, rng: random.R
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when unusable."""
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when unusable.
+
+    The header comes from the receiver, so anything goes: non-ASCII digits ("²" passes
+    ``isdigit``), dates past year 9999, garbage. None of it may raise.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    now = now or datetime.now(UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def retry_delay(

@@ -73,6 +73,10 @@ class Deliverer:
             address = ssrf.resolve_checked(
                 target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
             )
+        except ssrf.UnresolvedHostError as exc:
+            # DNS may come back: retried with backoff like a refused connection, then the DLQ.
+            failed = AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
+            return self._settle(env, target.origin, False, failed, {})
         except ssrf.UnsafeURLError as exc:
             self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
             return None
@@ -121,7 +125,8 @@ class Deliverer:
         delay = policy.retry_delay(
             retry_number=env.attempts,
             status_code=result.status_code,
-            retry_after=policy.parse_retry_after(result.retry_after),
+            retry_after=(policy.parse_retry_after(result.retry_after)
+                         if result.status_code in policy.RETRY_AFTER_CODES else None),
             base=self._s.retry_base_seconds,
             cap=self._s.retry_max_seconds,
             retry_after_cap=self._s.retry_after_max_seconds,

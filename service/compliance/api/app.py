@@ -71,8 +71,14 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Correlation-ID",
                        update_request_header=True,
-                       validator=lambda value: 0 < len(value) <= 128 and value.isprintable())
+                       validator=valid_correlation_id)
     return app
+
+
+def valid_correlation_id(value: str) -> bool:
+    """A client's X-Correlation-ID is kept only if it can go out again as a header: printable
+    ASCII, at most 128 characters. Anything else is replaced by a generated id (not refused)."""
+    return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
 def default_extensions() -> list[Extension]:

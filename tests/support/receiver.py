@@ -22,6 +22,7 @@ class Reply:
     body: bytes = b"ok"
     reset: bool = False  # close the connection without answering
     hang: float = 0.0  # sleep this long before doing anything (a hung receiver)
+    drip: float = 0.0  # send the whole response one byte at a time, this many seconds apart
 
 
 @dataclass
@@ -69,6 +70,9 @@ class Receiver:
                 if reply.delay:
                     time.sleep(reply.delay)
                 receiver._record(self.path, dict(self.headers), body)
+                if reply.drip:
+                    self._drip(reply)
+                    return
                 self.send_response(reply.status)
                 for key, value in reply.headers.items():
                     self.send_header(key, value)
@@ -78,6 +82,18 @@ class Receiver:
                     self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _drip(self, reply: Reply) -> None:
+                """Each byte inside any read timeout; the whole response takes ages."""
+                head = f"HTTP/1.1 {reply.status} OK\r\ncontent-length: {len(reply.body)}\r\n\r\n"
+                try:
+                    for byte in head.encode() + reply.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(reply.drip)
+                except OSError:
+                    pass  # the client gave up: what the test wants
+                self.close_connection = True
 
             do_PUT = do_POST
             do_GET = do_POST

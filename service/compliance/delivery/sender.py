@@ -6,8 +6,10 @@ import ssl
 import time
 from dataclasses import dataclass
 
+import httpcore
 import httpx
 
+from compliance.delivery.deadline import DeadlineBackend, deadline
 from compliance.delivery.policy import ErrorType
 from compliance.delivery.ssrf import Target, _bracket
 
@@ -30,12 +32,15 @@ class Sender:
         self, *, connect_timeout: float, read_timeout: float, body_cap: int, max_connections: int
     ) -> None:
         self._body_cap = body_cap
+        # One exchange (connect, send, response headers, capped body) ends by connect + read
+        # timeout in total, however a receiver paces its bytes.
+        self._total_seconds = connect_timeout + read_timeout
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             follow_redirects=False,
-            limits=httpx.Limits(
+            transport=_DeadlineTransport(httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            )),
             trust_env=False,  # proxies from the environment would bypass the address check
         )
 
@@ -55,11 +60,12 @@ class Sender:
                 "POST", url, content=body, headers={**headers, "host": host_header},
                 extensions=extensions,
             )
-            response = self._client.send(request, stream=True)
-            try:
-                self._drain(response)
-            finally:
-                response.close()
+            with deadline(self._total_seconds):
+                response = self._client.send(request, stream=True)
+                try:
+                    self._drain(response)
+                finally:
+                    response.close()
             return AttemptResult(
                 status_code=response.status_code,
                 error_type=None,
@@ -74,6 +80,8 @@ class Sender:
             return self._error(kind, exc, started)
         except OSError as exc:
             return self._error(ErrorType.CONNECTION, exc, started)
+        except Exception as exc:  # e.g. a header httpx cannot encode: settle the attempt, never crash
+            return self._error(ErrorType.INTERNAL, exc, started)
 
     def _drain(self, response: httpx.Response) -> None:
         read = 0
@@ -86,6 +94,21 @@ class Sender:
     def _error(kind: ErrorType, exc: BaseException, started: float) -> AttemptResult:
         message = f"{type(exc).__name__}: {exc}"[:500]
         return AttemptResult(None, kind, message, time.monotonic() - started)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's own transport over an httpcore pool whose sockets honour the thread's deadline
+    (HTTPTransport takes no network backend, so its pool is rebuilt with ours)."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=DeadlineBackend(),
+        )
 
 
 def _is_tls(exc: BaseException) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from compliance.delivery import ssrf
@@ -130,3 +132,13 @@ def test_default_settings_refuse_loopback(redis_url):
                                allowed_ports=s.allowed_ports)
     with pytest.raises(ssrf.UnsafeURLError, match="loopback"):
         ssrf.resolve_checked(target, allow_loopback=s.allow_loopback_targets)
+
+
+def test_system_resolver_keeps_the_resolvers_order(monkeypatch):
+    """RFC 6724 ordering from getaddrinfo (IPv4 first on an IPv4-only host) must survive: sorting
+    the strings would put "2606:..." before "93...." and connect over IPv6 that may not route."""
+    infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443)),
+             (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2606:2800:220:1::248", 443, 0, 0)),
+             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: infos)
+    assert ssrf.system_resolver("example.com", 443) == ["93.184.216.34", "2606:2800:220:1::248"]

@@ -32,6 +32,11 @@ class UnsafeURLError(ValueError):
         self.reason = reason
 
 
+class UnresolvedHostError(UnsafeURLError):
+    """The host did not resolve (now): refused when a URL is accepted, but at delivery time a
+    DNS failure may pass, so the delivery engine retries it like a connection error."""
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked destination: where to connect and what to call it."""
@@ -148,9 +153,10 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def system_resolver(host: str, port: int) -> list[str]:
-    """All addresses the system resolver gives for ``host``."""
+    """All addresses the system resolver gives for ``host``, in its order of preference (RFC 6724
+    puts families this host cannot reach last), without repeats."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def resolve_checked(
@@ -167,9 +173,9 @@ def resolve_checked(
         try:
             addresses = resolver(target.host, target.port)
         except (OSError, UnicodeError) as exc:
-            raise UnsafeURLError(f"host does not resolve: {target.host}") from exc
+            raise UnresolvedHostError(f"host does not resolve: {target.host}") from exc
     if not addresses:
-        raise UnsafeURLError(f"host does not resolve: {target.host}")
+        raise UnresolvedHostError(f"host does not resolve: {target.host}")
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         reason = forbidden_reason(ip, allow_loopback=allow_loopback)

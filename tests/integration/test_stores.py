@@ -174,8 +174,29 @@ def test_dead_letters_ttl_filter_and_single_claim(dlq, r):
     assert [e.webhook_id for e in dlq.iter(DeadLetterFilter(newer_than_seconds=60))] == ["wh_0"]
     first = dlq.claim("wh_0")
     assert first is not None and dlq.claim("wh_0") is None
-    dlq.remove("wh_0")
+    dlq.remove("wh_0", replay_count=first.replay_count)
     assert dlq.size() == 2 and dlq.claim("wh_0") is None
+
+
+def test_removing_a_replayed_entry_keeps_the_new_one_its_replay_wrote(r, settings):
+    """A replay that fails again before the replayer removes the old entry (an instant 4xx, a
+    refused URL) has already written a new entry (replay_count + 1): that one stays."""
+    dlq = DeadLetterStore(r, settings)
+    now = time.time()
+
+    def entry(replays: int) -> DeadLetter:
+        return DeadLetter(webhook_id="wh_again", destination="https://a.example.com/h", event="e",
+                          payload={}, attempts=[Attempt(at=now, error_type="http_4xx")], error_type="http_4xx",
+                          error="400", created_at=now, failed_at=now, replay_count=replays)
+
+    dlq.put(entry(0))
+    claimed = dlq.claim("wh_again")
+    assert claimed is not None
+    dlq.put(entry(1))  # the replayed delivery failed again, fast
+    dlq.remove("wh_again", replay_count=claimed.replay_count)
+    kept = dlq.get("wh_again")
+    assert kept is not None and kept.replay_count == 1 and dlq.size() == 1
+    assert dlq.claim("wh_again") is not None  # the claim ended: it can be replayed again
 
 
 def put_dead_letters(dlq, kinds: list[str]) -> None:

@@ -61,7 +61,7 @@ class Submitter:
         except Exception:
             self._dlq.release(webhook_id)
             raise
-        self._dlq.remove(webhook_id)
+        self._dlq.remove(webhook_id, replay_count=entry.replay_count)
         return "replayed"
 
     def replay_many(

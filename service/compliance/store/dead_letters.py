@@ -12,6 +12,18 @@ from compliance.settings import Settings
 from compliance.store import keys
 from compliance.store.records import DeadLetter
 
+# KEYS: entry, index, claim. ARGV: webhook id, replay count of the entry that was replayed.
+# Deletes the entry only if it is still that one, and always ends the claim.
+_REMOVE_REPLAYED = """
+local raw = redis.call('GET', KEYS[1])
+if raw and tonumber(cjson.decode(raw)['replay_count'] or 0) == tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class DeadLetterFilter:
@@ -61,6 +73,7 @@ class DeadLetterStore:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self._r = client
         self._settings = settings
+        self._remove_replayed = client.register_script(_REMOVE_REPLAYED)
 
     def put(self, entry: DeadLetter) -> None:
         """Store ``entry`` with the dead-letter TTL and index it by failure time."""
@@ -166,10 +179,13 @@ class DeadLetterStore:
         """Give a claim back without replaying (enqueue failed)."""
         self._r.delete(f"{keys.REPLAY_CLAIM_PREFIX}{webhook_id}")
 
-    def remove(self, webhook_id: str) -> None:
-        """Delete the entry after its replay was enqueued."""
-        pipe = self._r.pipeline(transaction=True)
-        pipe.delete(keys.dead_letter_key(webhook_id))
-        pipe.zrem(keys.DEAD_LETTER_INDEX, webhook_id)
-        pipe.delete(f"{keys.REPLAY_CLAIM_PREFIX}{webhook_id}")
-        pipe.execute()
+    def remove(self, webhook_id: str, *, replay_count: int) -> None:
+        """Delete the entry after its replay was enqueued, and end the claim.
+
+        Only the entry that was replayed (``replay_count``) is deleted: a replay that fails again
+        fast (an instant 4xx, a refused URL) may already have written a new entry, with a
+        higher replay count, which must stay.
+        """
+        self._remove_replayed(keys=[keys.dead_letter_key(webhook_id), keys.DEAD_LETTER_INDEX,
+                                    f"{keys.REPLAY_CLAIM_PREFIX}{webhook_id}"],
+                              args=[webhook_id, replay_count])

@@ -184,7 +184,7 @@ def test_auth_producer_and_admin_keys(settings):
         assert anon.post("/webhook-cleanup", headers={"X-API-Key": PRODUCER_KEY}).status_code == 403
         assert anon.get("/dead-letters", headers={"X-API-Key": PRODUCER_KEY}).status_code == 403
         assert anon.post("/circuit-breakers/x/reset", headers={"X-API-Key": PRODUCER_KEY}).status_code == 403
-        assert anon.post("/webhook-cleanup", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+        assert anon.post("/webhook-cleanup?older_than_days=30", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
         # health, liveness and metrics stay open for probes and scrapers
         assert anon.get("/health/live").status_code == 200
         assert anon.get("/metrics").status_code == 200
@@ -195,7 +195,7 @@ def test_dev_mode_runs_open(env):
                             | {"COMPLIANCE_DEV_MODE": "true"})
     with TestClient(create_app(dev)) as client:
         assert client.post("/webhooks", json=GOOD).status_code == 202
-        assert client.post("/webhook-cleanup").status_code == 200
+        assert client.post("/webhook-cleanup?older_than_days=30").status_code == 200
 
 
 def test_listing_and_cleanup_through_http(api, r, settings, admin_headers):
@@ -221,7 +221,10 @@ def test_listing_and_cleanup_through_http(api, r, settings, admin_headers):
     assert result["deleted"] == 15
     assert len(r.keys("webhook_status:*")) == 15
     assert api.post("/webhook-cleanup?older_than_days=30", headers=admin_headers).json()["deleted"] == 0
-    assert api.post("/webhook-cleanup", headers=admin_headers).json()["deleted"] == 15
+    bare = api.post("/webhook-cleanup", headers=admin_headers)  # no age: refused, deletes nothing
+    assert bare.status_code == 422 and "query.older_than_days" in error_fields(bare)
+    assert len(r.keys("webhook_status:*")) == 15
+    assert api.post("/webhook-cleanup?older_than_days=0", headers=admin_headers).json()["deleted"] == 15
     assert r.keys("webhook_status:*") == []
 
 

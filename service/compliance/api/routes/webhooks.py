@@ -123,10 +123,14 @@ class CleanupResult(BaseModel):
 @router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth])
 async def webhook_cleanup(
     services: ServicesDep,
+    older_than_days: Annotated[float, Query(ge=0, le=3650)],
     status: Status | None = None,
-    older_than_days: Annotated[float, Query(ge=0, le=3650)] = 0,
 ) -> CleanupResult:
-    """Delete status records (of ``status``) last changed more than ``older_than_days`` ago."""
+    """Delete status records (of ``status``) last changed more than ``older_than_days`` ago.
+
+    ``older_than_days`` is required: a bare POST would otherwise wipe every record, pending and
+    retrying ones included. ``older_than_days=0`` says so explicitly.
+    """
     deleted = await asyncio.to_thread(services.statuses.cleanup, status=status,
                                       older_than_seconds=older_than_days * 86400)
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

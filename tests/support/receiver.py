@@ -33,6 +33,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    client_port: int = 0  # the sender's end of the connection: same port, same (kept-alive) connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -61,7 +62,7 @@ class Receiver:
                 if reply.hang:
                     time.sleep(reply.hang)
                 if reply.reset:
-                    receiver._record(self.path, dict(self.headers), body)
+                    receiver._record(self.path, dict(self.headers), body, self.client_address[1])
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                                b"\x01\x00\x00\x00\x00\x00\x00\x00")
                     self.close_connection = True
@@ -69,7 +70,7 @@ class Receiver:
                     return
                 if reply.delay:
                     time.sleep(reply.delay)
-                receiver._record(self.path, dict(self.headers), body)
+                receiver._record(self.path, dict(self.headers), body, self.client_address[1])
                 if reply.drip:
                     self._drip(reply)
                     return
@@ -128,10 +129,10 @@ class Receiver:
             queue = self._scripts.get(path.split("?", 1)[0])
             return queue.popleft() if queue else self.default
 
-    def _record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+    def _record(self, path: str, headers: dict[str, str], body: bytes, client_port: int = 0) -> None:
         with self._lock:
             self.requests.append(Received(path, {k.lower(): v for k, v in headers.items()},
-                                          body, time.time()))
+                                          body, time.time(), client_port))
 
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from compliance.delivery.deadline import DeadlineBackend, deadline
 from compliance.delivery.policy import ErrorType
 from compliance.delivery.ssrf import Target, _bracket
+from compliance.delivery.transport import ExchangeBackend, exchange
 
 
 @dataclass(frozen=True)
@@ -49,18 +49,14 @@ class Sender:
         self._client.close()
 
     def post(self, target: Target, address: str, body: bytes, headers: dict[str, str]) -> AttemptResult:
-        """POST ``body`` to ``address`` (already checked) while naming ``target.host``."""
-        url = f"{target.scheme}://{_bracket(address)}:{target.port}{target.path}"
-        default_port = 443 if target.scheme == "https" else 80
-        host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        """POST ``body`` to ``target`` over a connection to ``address`` (already checked)."""
+        # The URL names the host (pool key, TLS verification, SNI, Host); the socket goes to the
+        # checked address (transport.exchange pins it).
+        url = f"{target.scheme}://{_bracket(target.host)}:{target.port}{target.path}"
         started = time.monotonic()
         try:
-            request = self._client.build_request(
-                "POST", url, content=body, headers={**headers, "host": host_header},
-                extensions=extensions,
-            )
-            with deadline(self._total_seconds):
+            request = self._client.build_request("POST", url, content=body, headers=headers)
+            with exchange(address=address, seconds=self._total_seconds):
                 response = self._client.send(request, stream=True)
                 try:
                     self._drain(response)
@@ -107,7 +103,7 @@ class _DeadlineTransport(httpx.HTTPTransport):
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=DeadlineBackend(),
+            network_backend=ExchangeBackend(),
         )
 
 

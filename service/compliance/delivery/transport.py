@@ -1,12 +1,17 @@
-"""A total deadline for one HTTP exchange, on top of httpx's per-operation timeouts.
+"""The sender's socket layer: connections go to the checked address, and an exchange has a
+total deadline.
 
-httpx's connect/read/write timeouts bound each socket operation, not the exchange: a receiver
-that sends one byte just inside the read timeout, again and again, would hold a delivery
-thread for hours. This network backend clamps every socket operation's timeout to the time
-left before the calling thread's deadline, so the exchange ends with a timeout when it passes.
+- **Pinned address.** The request URL names the real host, so httpx's pool is keyed by host
+  (a connection verified for one name is never reused for another), TLS verifies and sends SNI
+  for that name, and Host is right. The socket, though, goes to the address the SSRF guard
+  checked, never to a second DNS answer (rebinding).
+- **Total deadline.** httpx's connect/read/write timeouts bound each socket operation, not the
+  exchange: a receiver that sends (or reads) a byte just inside the timeout, again and again,
+  would hold a delivery thread for hours. Every socket operation's timeout is clamped to the
+  time left before the deadline, and writes go in small slices so that holds for sends too.
 
-The deadline is per thread (a delivery runs start to end on one thread, and a pooled connection
-is used by one request at a time), set with ``deadline(seconds)`` around the request.
+Both are per thread (a delivery runs start to end on one thread, and a pooled connection serves
+one request at a time), set with ``exchange(...)`` around the request.
 """
 
 from __future__ import annotations
@@ -21,15 +26,20 @@ from contextlib import contextmanager
 import httpcore
 
 _local = threading.local()
+# Bytes per socket write: small enough that a trickling reader meets the deadline between slices.
+WRITE_SLICE = 16_384
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Every socket operation of this thread inside the block ends by ``seconds`` from now."""
+def exchange(*, address: str, seconds: float) -> Iterator[None]:
+    """Inside the block this thread's new connections dial ``address``, and every socket
+    operation ends by ``seconds`` from now."""
+    _local.address = address
     _local.at = time.monotonic() + seconds
     try:
         yield
     finally:
+        _local.address = None
         _local.at = None
 
 
@@ -43,7 +53,7 @@ def _clamp(timeout: float | None, expired: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-class DeadlineStream(httpcore.NetworkStream):
+class ExchangeStream(httpcore.NetworkStream):
     """A socket stream whose reads and writes stop at the thread's deadline."""
 
     def __init__(self, inner: httpcore.NetworkStream) -> None:
@@ -53,22 +63,26 @@ class DeadlineStream(httpcore.NetworkStream):
         return self._inner.read(max_bytes, _clamp(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _clamp(timeout, httpcore.WriteTimeout))
+        # A plain socket write loops over send() with the timeout per call: slice it, so a
+        # receiver reading a trickle cannot stretch one write past the deadline.
+        for start in range(0, len(buffer), WRITE_SLICE) or [0]:
+            self._inner.write(buffer[start:start + WRITE_SLICE], _clamp(timeout, httpcore.WriteTimeout))
 
     def close(self) -> None:
         self._inner.close()
 
     def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                   timeout: float | None = None) -> httpcore.NetworkStream:
-        return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+        return ExchangeStream(self._inner.start_tls(ssl_context, server_hostname,
                                                     _clamp(timeout, httpcore.ConnectTimeout)))
 
     def get_extra_info(self, info: str) -> typing.Any:
         return self._inner.get_extra_info(info)
 
 
-class DeadlineBackend(httpcore.NetworkBackend):
-    """httpcore's sync backend, with every stream it opens bound to the thread's deadline."""
+class ExchangeBackend(httpcore.NetworkBackend):
+    """httpcore's sync backend: new connections dial the pinned address, and every stream it
+    opens is bound to the thread's deadline."""
 
     def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
         self._inner = inner or httpcore.SyncBackend()
@@ -77,13 +91,14 @@ class DeadlineBackend(httpcore.NetworkBackend):
                     local_address: str | None = None,
                     socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
                     ) -> httpcore.NetworkStream:
-        return DeadlineStream(self._inner.connect_tcp(host, port, _clamp(timeout, httpcore.ConnectTimeout),
+        address = getattr(_local, "address", None) or host  # the checked address, when pinned
+        return ExchangeStream(self._inner.connect_tcp(address, port, _clamp(timeout, httpcore.ConnectTimeout),
                                                       local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
                             ) -> httpcore.NetworkStream:  # pragma: no cover - deliveries use TCP
-        return DeadlineStream(self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout),
+        return ExchangeStream(self._inner.connect_unix_socket(path, _clamp(timeout, httpcore.ConnectTimeout),
                                                               socket_options))
 
     def sleep(self, seconds: float) -> None:

@@ -45,3 +45,26 @@ def test_a_forbidden_address_is_still_dead_lettered_at_once(settings, r) -> None
     assert deliverer.attempt(_envelope()) is None
     entry = rt.dead_letters.get("wh_dns_1")
     assert entry is not None and entry.error_type == "validation"
+
+
+def test_while_the_breaker_is_open_nothing_is_resolved_and_the_webhook_waits(settings, r) -> None:
+    def must_not_resolve(host: str, port: int) -> list[str]:
+        raise AssertionError("resolved while the breaker was open")
+
+    deliverer, rt = _deliverer(settings, must_not_resolve)
+    for _ in range(settings.breaker_failure_threshold):
+        rt.breakers.record("https://hooks.example.com:443", "failure", was_probe=False)
+    followup = deliverer.attempt(_envelope())
+    assert followup is not None and followup.envelope.attempts == 0  # deferred, no attempt used
+    status = rt.statuses.get("wh_dns_1")
+    assert status is not None and status.last_error_type == "circuit_open"
+
+
+def test_a_name_with_no_idna_form_is_dead_lettered_not_retried(settings, r) -> None:
+    def unencodable(host: str, port: int) -> list[str]:
+        raise UnicodeError("label too long")
+
+    deliverer, rt = _deliverer(settings, unencodable)
+    assert deliverer.attempt(_envelope()) is None
+    entry = rt.dead_letters.get("wh_dns_1")
+    assert entry is not None and entry.error_type == "validation"

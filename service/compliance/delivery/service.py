@@ -70,20 +70,27 @@ class Deliverer:
             target = ssrf.parse_target(
                 env.url, https_only=self._s.https_only, allowed_ports=self._s.allowed_ports
             )
-            address = ssrf.resolve_checked(
-                target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
-            )
-        except ssrf.UnresolvedHostError as exc:
-            # DNS may come back: retried with backoff like a refused connection, then the DLQ.
-            failed = AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
-            return self._settle(env, target.origin, False, failed, {})
         except ssrf.UnsafeURLError as exc:
             self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
             return None
 
+        # The breaker first: while it is open nothing is resolved or sent, and the webhook waits.
         decision, wait = self._breakers.acquire(target.origin, now=self._clock())
         if decision == "deny":
             return self._defer(env, target.origin, wait)
+        try:
+            address = ssrf.resolve_checked(
+                target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
+            )
+        except ssrf.UnresolvedHostError as exc:
+            # DNS may come back: retried with backoff like a refused connection, and counted
+            # by the breaker like one (a destination nobody can resolve is down).
+            failed = AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
+            return self._settle(env, target.origin, decision == "probe", failed, {})
+        except ssrf.UnsafeURLError as exc:
+            # Refused before anything was sent; a probe slot taken here lapses with its lease.
+            self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+            return None
 
         body = json.dumps(
             {"type": env.event, "timestamp": _iso(self._clock()), "data": env.payload},

@@ -172,7 +172,9 @@ def resolve_checked(
     else:
         try:
             addresses = resolver(target.host, target.port)
-        except (OSError, UnicodeError) as exc:
+        except UnicodeError as exc:  # no IDNA form: no DNS answer will ever change that
+            raise UnsafeURLError(f"host name cannot be encoded: {target.host}") from exc
+        except OSError as exc:
             raise UnresolvedHostError(f"host does not resolve: {target.host}") from exc
     if not addresses:
         raise UnresolvedHostError(f"host does not resolve: {target.host}")

@@ -103,3 +103,20 @@ def test_a_task_that_fails_outside_the_attempt_is_requeued_not_dropped(api, rece
     wait_until(lambda: all_delivered(api, [webhook_id]), timeout=30,
                message="the failed task's message was dropped")
     assert [q.headers["webhook-id"] for q in receiver.received("/after-fault")] == [webhook_id]
+
+
+def test_a_malformed_delivery_message_is_logged_and_acked_not_looped(start_worker, r, settings):
+    """A message the service cannot read (hand-made, or from an incompatible version) can never be
+    delivered: it is dropped once, loudly, instead of being requeued forever."""
+    from compliance.worker.app import DELIVER_TASK, create_celery_app
+
+    producer = create_celery_app(settings, include_tasks=False)
+    producer.send_task(DELIVER_TASK, args=[{"webhook_id": "wh_garbled", "url": 42}],
+                       queue=settings.delivery_queue_name)
+    producer.close()
+    worker = start_worker(kind="deliveries")
+    wait_until(lambda: b"malformed delivery message dropped" in worker.log_path.read_bytes(), timeout=30,
+               message="the malformed message was not reported")
+    wait_until(lambda: r.llen(f"compliance-{settings.delivery_queue_name}") == 0
+               and r.hlen("compliance-unacked") == 0, timeout=10, message="the message is still queued")
+    assert b"wh_garbled" in worker.log_path.read_bytes()

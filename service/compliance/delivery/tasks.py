@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from asgi_correlation_id import correlation_id
 from celery import Task, shared_task
 from celery.exceptions import Reject
+from pydantic import ValidationError
 
 from compliance.delivery.models import Envelope
 from compliance.delivery.policy import ErrorType
@@ -39,7 +40,16 @@ def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
     from compliance.worker.runtime import get_runtime
 
     started = time.monotonic()
-    env = Envelope.model_validate(envelope)
+    try:
+        env = Envelope.model_validate(envelope)
+    except ValidationError as exc:
+        # Not a message this service can read (hand-made, or from an incompatible version): no
+        # retry can deliver it, so it is logged loudly and acked rather than looped.
+        metrics.TASKS.labels(task="deliver_webhook", state="malformed").inc()
+        log.error("malformed delivery message dropped", extra={
+            "webhook_id": envelope.get("webhook_id") if isinstance(envelope, dict) else None,
+            "errors": exc.errors(include_url=False, include_input=False)})
+        return
     if env.correlation_id:
         correlation_id.set(env.correlation_id)
     try:

@@ -38,7 +38,7 @@ class Sender:
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             follow_redirects=False,
-            transport=_DeadlineTransport(httpx.Limits(
+            transport=_ExchangeTransport(httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )),
             trust_env=False,  # proxies from the environment would bypass the address check
@@ -92,7 +92,7 @@ class Sender:
         return AttemptResult(None, kind, message, time.monotonic() - started)
 
 
-class _DeadlineTransport(httpx.HTTPTransport):
+class _ExchangeTransport(httpx.HTTPTransport):
     """httpx's own transport over an httpcore pool whose sockets honour the thread's deadline
     (HTTPTransport takes no network backend, so its pool is rebuilt with ours)."""
 

@@ -53,7 +53,7 @@ def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
     if env.correlation_id:
         correlation_id.set(env.correlation_id)
     try:
-        _deliver(self, get_runtime(self.app.settings), env)
+        state = _deliver(self, get_runtime(self.app.settings), env)
     except Exception as exc:
         # Redis or broker trouble, or a bug. Under acks_late Celery rejects a failed task's
         # message *without* requeue, and kombu's Redis transport then deletes it: the webhook
@@ -64,11 +64,12 @@ def deliver_webhook(self: Task, envelope: dict[str, Any]) -> None:
         log.exception("delivery task failed; message requeued", extra={"webhook_id": env.webhook_id})
         time.sleep(REQUEUE_PAUSE_SECONDS)  # a fault that outlives the retry must not spin a hot loop
         raise Reject(exc, requeue=True) from exc
-    metrics.TASKS.labels(task="deliver_webhook", state="done").inc()
+    metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
     metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
 
 
-def _deliver(task: Task, rt: Runtime, env: Envelope) -> None:
+def _deliver(task: Task, rt: Runtime, env: Envelope) -> str:
+    """One run of the task; returns its state for the task metric (done, poison, error)."""
     settings = rt.settings
     # Count runs of this logical attempt: the broker redelivers after a crash, and a message
     # that keeps killing workers (or failing inside) must end in the DLQ, not loop forever.
@@ -79,16 +80,15 @@ def _deliver(task: Task, rt: Runtime, env: Envelope) -> None:
     if runs > settings.max_redeliveries:
         rt.deliverer.dead_letter(env, ErrorType.POISON,
                                  f"attempt started {runs} times without finishing")
-        metrics.TASKS.labels(task="deliver_webhook", state="poison").inc()
-        return
+        return "poison"
     try:
         followup = rt.deliverer.attempt(env)
     except Exception:
         # The engine crashed mid-attempt (Redis hiccup or a bug): run the same attempt again
         # after a pause; the same run counter applies.
-        metrics.TASKS.labels(task="deliver_webhook", state="error").inc()
         log.exception("delivery attempt crashed; will run again", extra={"webhook_id": env.webhook_id})
         enqueue(task.app, env, queue=settings.delivery_queue_name, countdown=min(60, 2**runs))
-        return
+        return "error"
     if followup is not None:
         enqueue(task.app, followup.envelope, queue=settings.delivery_queue_name, countdown=followup.delay)
+    return "done"

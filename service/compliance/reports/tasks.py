@@ -26,7 +26,8 @@ def generate_report(self: Task, report_id: str) -> None:
     started = time.monotonic()
     try:
         outcome = _generate(self, get_runtime(self.app.settings), report_id)
-    except Retry:
+    except Retry:  # _generate scheduled a run after a pause
+        metrics.TASKS.labels(task="generate_report", state="error").inc()
         raise
     except Exception as exc:
         # Under acks_late Celery rejects a failed task's message *without* requeue (kombu's
@@ -51,7 +52,6 @@ def _generate(task: Task, rt: Runtime, report_id: str) -> str:
     except Exception as exc:
         # Redis or broker hiccup: run again after a pause (Retry); if even that cannot be
         # published, Celery raises Reject(requeue=False), which the caller turns into a requeue.
-        metrics.TASKS.labels(task="generate_report", state="error").inc()
         log.exception("report task crashed; will run again", extra={"report_id": report_id})
         raise task.retry(exc=exc, countdown=min(60, 2 ** (task.request.retries + 1)),
                          max_retries=None) from exc

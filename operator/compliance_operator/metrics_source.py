@@ -140,4 +140,3 @@ def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int
     finally:
         app.close()
     return policy.held_from_replies(replies)
-

@@ -1,11 +1,11 @@
-"""One reconcile function per resource: read state, call the pure policy, write the result."""
+"""One reconcile function per resource: observe (reads), decide (pure), apply (writes)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import redis
 
 from compliance_operator import AUTOSCALERS, REPLAYS, jobs, k8s, metrics_source, policy
 from compliance_operator.settings import OperatorSettings
+from compliance_operator.spec import AutoscalerSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +46,6 @@ def set_condition(conditions: list[dict[str, Any]], *, type_: str, status: bool,
 
 # --- WorkerAutoscaler -----------------------------------------------------------------------------------
 
-def scale_policy(spec: Mapping[str, Any]) -> policy.ScalePolicy:
-    """The CR spec (with the CRD's defaults) as a ScalePolicy."""
-    behavior = spec.get("behavior") or {}
-    up = behavior.get("scaleUp") or {}
-    down = behavior.get("scaleDown") or {}
-    breakers = spec.get("breakerPolicy") or {}
-    return policy.ScalePolicy(
-        min_replicas=int(spec.get("minReplicas", 1)), max_replicas=int(spec["maxReplicas"]),
-        target_per_replica=int(spec.get("targetTasksPerReplica", 10)),
-        up_window=float(up.get("stabilizationWindowSeconds", 0)), up_max_step=int(up.get("maxStep", 4)),
-        down_window=float(down.get("stabilizationWindowSeconds", 300)),
-        down_max_step=int(down.get("maxStep", 1)),
-        breaker_enabled=bool(breakers.get("enabled", True)),
-        open_share_threshold=float(breakers.get("openShareThreshold", 0.5)),
-        backlog_share_threshold=float(breakers.get("backlogShareThreshold", 0.5)),
-    )
-
-
 @dataclass
 class AutoscalerState:
     """Carried between polls of one WorkerAutoscaler (seeded from its status after a restart)."""
@@ -83,90 +66,160 @@ class AutoscalerState:
                    since=min((r.time for r in history), default=None))
 
 
-def reconcile_autoscaler(ctx: Context, body: Mapping[str, Any], state: AutoscalerState) -> float:
-    """One poll: observe, decide, annotate, scale, report. Returns seconds until the next poll."""
-    meta, spec = body["metadata"], body["spec"]
-    namespace, name = meta["namespace"], meta["name"]
-    interval = float(spec.get("pollingIntervalSeconds", 15))
-    target = spec["scaleTargetRef"]["name"]
+@dataclass(frozen=True)
+class Blocked:
+    """A poll that could not observe everything it needs; ``reason`` names what is missing."""
+
+    now: float
+    reason: str
+    message: str
+    current: int | None = None  # the Deployment's replicas, when it was read
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one poll read: the target Deployment, the Redis URL and the broker snapshot."""
+
+    now: float
+    deployment: Mapping[str, Any]
+    current: int
+    redis_url: str
+    snapshot: metrics_source.Snapshot
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One status condition to set."""
+
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Kubernetes Event to post on the WorkerAutoscaler."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one poll writes, decided without I/O from the spec, the observation and the state."""
+
+    status: Mapping[str, Any]  # status fields besides conditions
+    ready: Condition
+    scaling: Condition
+    last_reason: str
+    event: Event | None = None
+    scale_to: int | None = None  # write spec.replicas
+    protect_busy_pods: bool = False  # annotate busy pods first (scale-down); appends a note
+    history: tuple[policy.Recommendation, ...] | None = None  # new history (None: unchanged)
+    since: float | None = None  # new start of the history (None: unchanged)
+
+    def with_note(self, note: str) -> Plan:
+        """The scale-down note (busy pods) appended to the Scaling message and the event."""
+        event = None if self.event is None else replace(self.event, message=self.event.message + note)
+        return replace(self, scaling=replace(self.scaling, message=self.scaling.message + note),
+                       event=event)
+
+
+def reconcile_autoscaler(ctx: Context, spec: AutoscalerSpec, state: AutoscalerState) -> float:
+    """One poll: observe, decide, apply. Returns seconds until the next poll."""
+    observation = observe(ctx, spec)
+    apply(ctx, spec, observation, decide(spec, observation, state, ctx.settings), state)
+    return spec.polling_interval
+
+
+def observe(ctx: Context, spec: AutoscalerSpec) -> Observed | Blocked:
+    """Read the HPAs, the target Deployment, the Redis URL and the broker (reads only)."""
     now = ctx.clock()
-    status: dict[str, Any] = {"observedGeneration": meta.get("generation"), "lastPollTime": iso(now)}
-
-    def finish(ready: bool, ready_reason: str, scaling_reason: str, message: str,
-               event_type: str = "Warning") -> float:
-        state.conditions = set_condition(state.conditions, type_="Ready", status=ready,
-                                         reason=ready_reason, message=message, now=now)
-        state.conditions = set_condition(state.conditions, type_="Scaling", status=False,
-                                         reason=scaling_reason, message=message, now=now)
-        if scaling_reason != state.last_reason:
-            k8s.event(body, kind=event_type, reason=scaling_reason, message=message)
-        state.last_reason = scaling_reason
-        ctx.kube.patch_status(AUTOSCALERS, namespace, name, {**status, "conditions": state.conditions})
-        return interval
-
-    hpas = ctx.kube.hpas_targeting(namespace, target)
+    hpas = ctx.kube.hpas_targeting(spec.namespace, spec.target)
     if hpas:
-        return finish(False, "HPAConflict", "HPAConflict",
-                      f"HorizontalPodAutoscaler {', '.join(hpas)} also targets Deployment {target}; "
-                      "doing nothing until it is removed")
+        return Blocked(now, "HPAConflict",
+                       f"HorizontalPodAutoscaler {', '.join(hpas)} also targets Deployment {spec.target}; "
+                       "doing nothing until it is removed")
     try:
-        deployment = ctx.kube.deployment(namespace, target)
-    except k8s.ApiError as exc:
-        if exc.status != 404:
-            raise
-        return finish(False, "TargetNotFound", "TargetNotFound", f"Deployment {target} not found")
+        deployment = ctx.kube.deployment(spec.namespace, spec.target)
+    except k8s.NotFound:
+        return Blocked(now, "TargetNotFound", f"Deployment {spec.target} not found")
     current = int((deployment.get("spec") or {}).get("replicas", 1))
-    status["currentReplicas"] = current
-
-    redis_ref = spec["redis"]
-    secret = redis_ref["secretRef"]
     try:
-        url = ctx.kube.secret_value(namespace, secret["name"], secret.get("key", "COMPLIANCE_REDIS_URL"))
+        url = ctx.kube.secret_value(spec.namespace, spec.secret_name, spec.secret_key)
     except (k8s.ApiError, KeyError) as exc:
-        return finish(False, "RedisSecretUnavailable", "RedisSecretUnavailable",
-                      f"cannot read Secret {secret['name']}: {exc}")
-    breakers = spec.get("breakerPolicy") or {}
+        return Blocked(now, "RedisSecretUnavailable", f"cannot read Secret {spec.secret_name}: {exc}",
+                       current)
     try:
-        snap = metrics_source.read_snapshot(
-            ctx.redis.get(url), prefix=redis_ref.get("keyPrefix", "compliance-"), queue=spec["queue"],
-            sample_size=int(breakers.get("sampleSize", 200)),
-            sample_backlog=bool(breakers.get("enabled", True)),
-            reset_timeout=ctx.settings.breaker_reset_timeout,
+        snapshot = metrics_source.read_snapshot(
+            ctx.redis.get(url), prefix=spec.key_prefix, queue=spec.queue, sample_size=spec.sample_size,
+            sample_backlog=spec.policy.breaker_enabled, reset_timeout=ctx.settings.breaker_reset_timeout,
             active_window=ctx.settings.breaker_active_window_seconds, now=now)
     except redis.RedisError as exc:
-        return finish(False, "RedisUnavailable", "RedisUnavailable", f"cannot read the broker: {exc}")
+        return Blocked(now, "RedisUnavailable", f"cannot read the broker: {exc}", current)
+    return Observed(now=now, deployment=deployment, current=current, redis_url=url, snapshot=snapshot)
+
+
+def decide(spec: AutoscalerSpec, seen: Observed | Blocked, state: AutoscalerState,
+           settings: OperatorSettings) -> Plan:
+    """The status, conditions, event and scale for one poll (pure: reads ``state``, never writes it)."""
+    status: dict[str, Any] = {"observedGeneration": spec.generation, "lastPollTime": iso(seen.now)}
+    if seen.current is not None:
+        status["currentReplicas"] = seen.current
+    if isinstance(seen, Blocked):
+        blocked = Condition(False, seen.reason, seen.message)
+        warning = Event("Warning", seen.reason, seen.message) if seen.reason != state.last_reason else None
+        return Plan(status=status, ready=blocked, scaling=blocked, last_reason=seen.reason, event=warning)
+
+    snap, current = seen.snapshot, seen.current
     status.update(queueLength=snap.queue_length, inFlight=snap.in_flight, openBreakers=snap.open_breakers,
                   knownBreakers=snap.known_breakers, openBacklogShare=snap.open_backlog_share)
-
-    if state.since is None:
-        state.since = now
-    decision = policy.decide(scale_policy(spec), policy.Observation(
-        now=now, current_replicas=current, queue_length=snap.queue_length, in_flight=snap.in_flight,
+    since = seen.now if state.since is None else state.since
+    decision = policy.decide(spec.policy, policy.Observation(
+        now=seen.now, current_replicas=current, queue_length=snap.queue_length, in_flight=snap.in_flight,
         open_breakers=snap.open_breakers, known_breakers=snap.known_breakers,
-        open_backlog_share=snap.open_backlog_share), state.history, state.since)
-    state.history = decision.history
+        open_backlog_share=snap.open_backlog_share), state.history, since)
     status.update(desiredReplicas=decision.desired,
                   recommendations=[{"time": r.time, "replicas": r.replicas} for r in decision.history])
     reason, message = decision.reason, decision.message
-    if spec.get("paused") and decision.desired != current:
+    event: Event | None = None
+    scale_to: int | None = None
+    if spec.paused and decision.desired != current:
         reason, message = "Paused", f"paused; would set {decision.desired} replicas: {message}"
     elif decision.desired != current:
-        if decision.desired < current and ctx.settings.deletion_cost_enabled:
-            message += _protect_busy_pods(ctx, deployment, url, redis_ref.get("keyPrefix", "compliance-"))
-        ctx.kube.scale_deployment(namespace, target, decision.desired)
-        status.update(lastScaleTime=iso(now), currentReplicas=decision.desired)
-        k8s.event(body, kind="Normal", reason=reason, message=f"{current} -> {decision.desired}: {message}")
-        state.last_reason = reason
+        scale_to = decision.desired
+        status.update(lastScaleTime=iso(seen.now), currentReplicas=decision.desired)
+        event = Event("Normal", reason, f"{current} -> {decision.desired}: {message}")
     elif reason != state.last_reason and reason == "BreakerHold":
-        k8s.event(body, kind="Warning", reason=reason, message=message)
-    state.last_reason = reason
-    state.conditions = set_condition(state.conditions, type_="Ready", status=True, reason="Observed",
-                                     message="queue, unacked and breakers read", now=now)
-    state.conditions = set_condition(state.conditions, type_="Scaling",
-                                     status=reason in ("ScaleUp", "ScaleDown"), reason=reason,
-                                     message=message, now=now)
-    ctx.kube.patch_status(AUTOSCALERS, namespace, name, {**status, "conditions": state.conditions})
-    return interval
+        event = Event("Warning", reason, message)
+    return Plan(
+        status=status, ready=Condition(True, "Observed", "queue, unacked and breakers read"),
+        scaling=Condition(reason in ("ScaleUp", "ScaleDown"), reason, message), last_reason=reason,
+        event=event, scale_to=scale_to,
+        protect_busy_pods=scale_to is not None and scale_to < current and settings.deletion_cost_enabled,
+        history=decision.history, since=since)
+
+
+def apply(ctx: Context, spec: AutoscalerSpec, seen: Observed | Blocked, plan: Plan,
+          state: AutoscalerState) -> None:
+    """Write the plan: busy pods' deletion cost, then the scale, the event, the state and the status."""
+    if plan.protect_busy_pods and isinstance(seen, Observed):
+        plan = plan.with_note(_protect_busy_pods(ctx, seen.deployment, seen.redis_url, spec.key_prefix))
+    if plan.scale_to is not None:
+        ctx.kube.scale_deployment(spec.namespace, spec.target, plan.scale_to)
+    if plan.event is not None:
+        k8s.event(spec.body, kind=plan.event.type, reason=plan.event.reason, message=plan.event.message)
+    if plan.history is not None:
+        state.history = plan.history
+    if plan.since is not None:
+        state.since = plan.since
+    state.last_reason = plan.last_reason
+    for type_, cond in (("Ready", plan.ready), ("Scaling", plan.scaling)):
+        state.conditions = set_condition(state.conditions, type_=type_, status=cond.status,
+                                         reason=cond.reason, message=cond.message, now=seen.now)
+    ctx.kube.patch_status(AUTOSCALERS, spec.namespace, spec.name,
+                          {**plan.status, "conditions": state.conditions})
 
 
 def _protect_busy_pods(ctx: Context, deployment: Mapping[str, Any], url: str, prefix: str) -> str:

@@ -7,6 +7,7 @@ Every call here is in the RBAC list of docs/operator.md; keep the two in step.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any, cast
@@ -27,6 +28,29 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+
+
+class NotFound(ApiError):
+    """404: the object (or the whole resource type) does not exist."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(404, message)
+
+
+class Conflict(ApiError):
+    """409: the object already exists, or a write lost a race with another writer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(409, message)
+
+
+def api_error(status: int, message: str) -> ApiError:
+    """The exception for a non-2xx status: NotFound, Conflict, or the plain ApiError."""
+    if status == 404:
+        return NotFound(message)
+    if status == 409:
+        return Conflict(message)
+    return ApiError(status, message)
 
 
 class Kube:
@@ -61,7 +85,7 @@ class Kube:
         response = self._api.call_api(*params, _request_timeout=self._timeout)
         data = response.read()  # type: ignore[no-untyped-call]
         if not 200 <= response.status < 300:
-            raise ApiError(response.status, (data or b"").decode(errors="replace")[:500])
+            raise api_error(response.status, (data or b"").decode(errors="replace")[:500])
         return json.loads(data) if data else {}
 
     # --- WorkerAutoscaler -------------------------------------------------------------------------
@@ -86,10 +110,8 @@ class Kube:
         """Names of HPAs whose scaleTargetRef is this Deployment (horizontalpodautoscalers list)."""
         try:
             hpas = self._call("GET", f"/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers")
-        except ApiError as exc:
-            if exc.status == 404:  # autoscaling/v2 not served: no HPA can target it
-                return []
-            raise
+        except NotFound:  # autoscaling/v2 not served: no HPA can target it
+            return []
         out = []
         for hpa in hpas.get("items") or []:
             ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
@@ -128,10 +150,8 @@ class Kube:
         """One of our CRs, or None (<plural> get)."""
         try:
             return self._call("GET", f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{plural}/{name}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     # --- DeadLetterReplay -----------------------------------------------------------------------------
     def create_job(self, job: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -140,28 +160,23 @@ class Kube:
         Returns (job, created). A same-named Job owned by something else is an error, never adopted.
         """
         meta = job["metadata"]
-        try:
+        with contextlib.suppress(Conflict):  # already there: ours (a restart, a retry) or someone else's
             return self._call("POST", f"/apis/batch/v1/namespaces/{meta['namespace']}/jobs", body=job), True
-        except ApiError as exc:
-            if exc.status != 409:
-                raise
         existing = self.job(meta["namespace"], meta["name"])
         if existing is None:
-            raise ApiError(409, f"job {meta['name']} exists but cannot be read")
+            raise Conflict(f"job {meta['name']} exists but cannot be read")
         want = {ref["uid"] for ref in meta.get("ownerReferences", [])}
         have = {ref.get("uid") for ref in (existing.get("metadata") or {}).get("ownerReferences") or []}
         if not want & have:
-            raise ApiError(409, f"job {meta['name']} exists and is not owned by this replay")
+            raise Conflict(f"job {meta['name']} exists and is not owned by this replay")
         return existing, False
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A Job, or None (jobs get)."""
         try:
             return self._call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        except NotFound:
+            return None
 
     def termination_message(self, namespace: str, job_name: str) -> str | None:
         """The replay container's termination message from the Job's newest pod (pods list)."""

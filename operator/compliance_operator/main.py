@@ -15,6 +15,7 @@ import kopf
 
 from compliance_operator import AUTOSCALERS, GROUP, REPLAYS, VERSION, handlers, k8s, metrics_source, policy
 from compliance_operator.settings import OperatorSettings
+from compliance_operator.spec import DEFAULT_POLLING_INTERVAL_SECONDS, AutoscalerSpec
 
 log = logging.getLogger(__name__)
 JOB_LABELS = {"app.kubernetes.io/managed-by": "compliance-operator"}
@@ -58,11 +59,13 @@ def autoscale(stopped: kopf.DaemonStopped, body: kopf.Body, status: kopf.Status,
     """Poll every spec.pollingIntervalSeconds (``body`` is live: spec edits apply next poll)."""
     state = handlers.AutoscalerState.from_status(status)
     while not stopped:
+        interval = DEFAULT_POLLING_INTERVAL_SECONDS
         try:
-            interval = handlers.reconcile_autoscaler(memo.ctx, body, state)
+            spec = AutoscalerSpec.from_body(body)  # once per poll: the live body's current spec
+            interval = spec.polling_interval
+            handlers.reconcile_autoscaler(memo.ctx, spec, state)
         except Exception:  # one failed poll must not end the daemon; the next one retries
             log.exception("autoscaler %s/%s: poll failed", body.meta.namespace, body.meta.name)
-            interval = float(body.spec.get("pollingIntervalSeconds", 15))
         stopped.wait(interval)
 
 

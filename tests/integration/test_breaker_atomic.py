@@ -10,6 +10,7 @@ import time
 import redis
 
 from compliance.store.breakers import BreakerStore
+from tests.support.services import wait_until
 
 DEST = "https://flaky.example.com:443"
 
@@ -66,15 +67,27 @@ def test_opens_exactly_once_at_the_fifth_failure_across_processes(redis_url, r):
 def test_half_open_lets_exactly_one_probe_through_the_fleet(redis_url, r):
     store = BreakerStore(redis.Redis.from_url(redis_url, decode_responses=True), threshold=5,
                          reset_timeout=0.2, probe_lease=10)
+
+    def reset_timeout_passed() -> bool:
+        # Waiting out the reset timeout is the behaviour under test, so the wait is on the clock,
+        # but against the opening the breaker recorded (opened_at), not a guessed sleep. It only
+        # reads the state: asking the breaker (acquire) after the timeout would take the probe.
+        opened_at = store.get(DEST).opened_at
+        return opened_at is not None and time.time() >= opened_at + store.reset_timeout
+
     for _ in range(5):
         store.record(DEST, "failure", was_probe=False)
-    assert store.acquire(DEST)[0] == "deny"
-    time.sleep(0.3)
+    assert store.acquire(DEST, now=store.get(DEST).opened_at)[0] == "deny"  # a deny changes nothing
+    wait_until(reset_timeout_passed, timeout=5, interval=0.01, message="the breaker never opened")
     decisions = [d for batch in _race(redis_url, r, "acquire", n=1, reset_timeout=0.2, procs=8) for d in batch]
     assert sorted(decisions) == ["deny"] * 7 + ["probe"]
-    # the probe's failure re-opens it; a success would have closed it
+    # the probe's failure re-opens it (for a new reset timeout); a success would have closed it
+    probe_failed_at = time.time()
     assert store.record(DEST, "failure", was_probe=True) == "open"
-    time.sleep(0.3)
+    reopened_at = store.get(DEST).opened_at
+    assert reopened_at is not None and reopened_at >= probe_failed_at  # the timeout starts over
+    assert store.acquire(DEST, now=reopened_at)[0] == "deny"
+    wait_until(reset_timeout_passed, timeout=5, interval=0.01, message="the breaker never reopened")
     assert store.acquire(DEST)[0] == "probe"
     assert store.record(DEST, "success", was_probe=True) == "closed"
     assert store.acquire(DEST)[0] == "allow"

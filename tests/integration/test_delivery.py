@@ -130,11 +130,16 @@ def test_dead_letter_contents_and_replay(api, receiver, start_worker, admin_head
     assert r.keys("dead_letter:webhook:*") == []
 
 
-def test_two_concurrent_replays_enqueue_once(api, receiver, start_worker, admin_headers, r):
+def test_two_concurrent_replays_enqueue_once(api, receiver, start_worker, admin_headers, r, settings):
     receiver.script("/once", Reply(400))
-    start_worker()
+    worker = start_worker()
     webhook_id = submit(api, receiver, "/once")
     assert settled(api, webhook_id)["status"] == "failed"
+    # No worker while the replays race, so what they enqueue stays on the broker to be counted.
+    worker.stop()
+    queue = f"{settings.broker_key_prefix}{settings.delivery_queue_name}"
+    unacked = f"{settings.broker_key_prefix}unacked"
+    assert (r.llen(queue), r.hlen(unacked)) == (0, 0)
     barrier = threading.Barrier(4)
     codes: list[int] = []
 
@@ -149,8 +154,11 @@ def test_two_concurrent_replays_enqueue_once(api, receiver, start_worker, admin_
         t.join()
     assert sorted(codes).count(202) == 1, codes
     assert all(c in (202, 404, 409) for c in codes)
+    assert r.llen(queue) == 1  # every replay has answered: exactly one message was enqueued
+    start_worker()
     settled(api, webhook_id, want=("delivered",))
-    time.sleep(1.0)  # give a wrongly duplicated replay the time to show up
+    wait_until(lambda: (r.llen(queue), r.hlen(unacked)) == (0, 0), timeout=30,
+               message="the replayed message was never acked")
     assert len(receiver.received("/once")) == 2  # the original 400 and exactly one replay
 
 

@@ -44,6 +44,10 @@ class Receiver:
 
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        # Every request from the moment its body was read, and those not yet answered (held by
+        # a delay or hang, or being dripped): what a test waits on to know work is in flight.
+        self._arrived: list[Received] = []
+        self._held: dict[int, Received] = {}
         self._scripts: dict[str, deque[Reply]] = {}
         self.default = Reply()
         self._lock = threading.Lock()
@@ -58,6 +62,13 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = self.rfile.read(length)
+                token = receiver._arrive(self.path, dict(self.headers), body, self.client_address[1])
+                try:
+                    self._answer(body)
+                finally:
+                    receiver._settle(token)
+
+            def _answer(self, body: bytes) -> None:
                 reply = receiver._next(self.path)
                 if reply.hang:
                     time.sleep(reply.hang)
@@ -129,6 +140,18 @@ class Receiver:
             queue = self._scripts.get(path.split("?", 1)[0])
             return queue.popleft() if queue else self.default
 
+    def _arrive(self, path: str, headers: dict[str, str], body: bytes, client_port: int) -> int:
+        request = Received(path, {k.lower(): v for k, v in headers.items()}, body, time.time(),
+                           client_port)
+        with self._lock:
+            self._arrived.append(request)
+            self._held[id(request)] = request
+        return id(request)
+
+    def _settle(self, token: int) -> None:
+        with self._lock:
+            self._held.pop(token, None)
+
     def _record(self, path: str, headers: dict[str, str], body: bytes, client_port: int = 0) -> None:
         with self._lock:
             self.requests.append(Received(path, {k.lower(): v for k, v in headers.items()},
@@ -137,6 +160,16 @@ class Receiver:
     def received(self, path: str | None = None) -> list[Received]:
         with self._lock:
             return [r for r in self.requests if path is None or r.path == path]
+
+    def arrived(self, path: str | None = None) -> list[Received]:
+        """Every request whose body was read, answered or not, in arrival order."""
+        with self._lock:
+            return [r for r in self._arrived if path is None or r.path == path]
+
+    def in_flight(self, path: str | None = None) -> list[Received]:
+        """Requests that arrived and are not answered yet (the sender is waiting on them)."""
+        with self._lock:
+            return [r for r in self._held.values() if path is None or r.path == path]
 
     def wait_for(self, count: int, path: str | None = None, timeout: float = 30.0) -> list[Received]:
         deadline = time.monotonic() + timeout

@@ -45,33 +45,60 @@ def test_sigkill_mid_delivery_loses_nothing(api, receiver, start_worker, env, mo
     # the API process must agree with the workers' visibility timeout (kombu restores by it)
     worker = start_worker(concurrency=8, extra_env=extra, name="victim")
     ids = submit_many(api, receiver, 12)
-    # wait until deliveries are in flight (requests arrived, not answered), then kill -9
-    time.sleep(0.8)
+    # kill -9 while deliveries are in flight: requests arrived at the receiver, not yet answered
+    # (12 webhooks, 8 threads: every thread is mid-exchange once 8 are held)
+    held = wait_until(lambda: len(got := receiver.in_flight()) >= 8 and got, timeout=30,
+                      message="deliveries never got in flight at the receiver")
     worker.signal(signal.SIGKILL)
     worker.wait(10)
+    killed_mid_delivery = {r.headers["webhook-id"] for r in held}
+    assert killed_mid_delivery <= set(ids)
     start_worker(concurrency=8, extra_env=extra, name="rescuer")
     wait_until(lambda: all_delivered(api, ids), timeout=120, interval=0.5,
                message="some accepted webhooks were never delivered after the crash")
     delivered_ids = collections.Counter(r.headers["webhook-id"] for r in receiver.received())
     assert set(ids) <= set(delivered_ids)  # losses: none
     duplicates = sum(c - 1 for c in delivered_ids.values())
-    print(f"sigkill: {len(ids)} webhooks, {duplicates} duplicate deliveries (allowed)")
+    print(f"sigkill: {len(ids)} webhooks, {len(killed_mid_delivery)} killed mid-delivery, "
+          f"{duplicates} duplicate deliveries (allowed)")
 
 
-def test_sigterm_finishes_or_requeues_in_flight_work(api, receiver, start_worker):
+def test_sigterm_finishes_or_requeues_in_flight_work(api, receiver, start_worker, settings, r):
+    """SIGTERM while deliveries are mid-exchange: the worker lets the running ones finish (each
+    delivered exactly once, before it exits), hands the ones it had not started back to the
+    broker, and exits 0; a new worker delivers those."""
+    def status_of(webhook_id):
+        return api.get(f"/webhook-statuses/{webhook_id}").json()["status"]
+
     receiver.default = Reply(200, delay=2.0)
-    worker = start_worker(concurrency=8, extra_env=QUICK_REDELIVERY, name="graceful")
-    ids = submit_many(api, receiver, 6)
-    wait_until(lambda: receiver.received() or receiver.server, timeout=10)
-    time.sleep(0.5)
+    worker = start_worker(concurrency=4, extra_env=QUICK_REDELIVERY, name="graceful")
+    ids = submit_many(api, receiver, 10)
+    # every thread is mid-exchange (4 requests held by the receiver); 6 webhooks wait behind them
+    held = wait_until(lambda: len(got := receiver.in_flight()) == 4 and got, timeout=30,
+                      message="deliveries never got in flight at the receiver")
+    in_flight = {q.headers["webhook-id"] for q in held}
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
     code = worker.wait(30)
     assert time.monotonic() - started < 30
     assert code == 0, worker.log()[-2000:]
-    # whatever it did not finish went back to the queue: a new worker completes everything
+
+    # finished: what was in flight was answered and recorded as delivered before the exit
+    assert {i: status_of(i) for i in in_flight} == dict.fromkeys(in_flight, "delivered")
+    not_started = [i for i in ids if i not in in_flight]
+    assert len(not_started) == 6
+    assert {q.headers["webhook-id"] for q in receiver.arrived()} == in_flight  # nothing else began
+    # requeued: the 6 not started are still the broker's (queued, or unacked and restored by it)
+    queued = r.llen(f"{settings.broker_key_prefix}{settings.delivery_queue_name}")
+    unacked = r.hlen(f"{settings.broker_key_prefix}unacked")
+    assert queued + unacked == len(not_started), (queued, unacked)
+    assert all(status_of(i) == "pending" for i in not_started)
+
     start_worker(concurrency=8, extra_env=QUICK_REDELIVERY, name="after")
-    wait_until(lambda: all_delivered(api, ids), timeout=90, interval=0.5)
+    wait_until(lambda: all_delivered(api, ids), timeout=90, interval=0.5,
+               message="work the stopped worker had not started was never delivered")
+    deliveries = collections.Counter(q.headers["webhook-id"] for q in receiver.received())
+    assert all(deliveries[i] == 1 for i in in_flight), deliveries  # finished, not redone
 
 
 def test_hung_receiver_ends_retrying_or_failed_never_stuck(api, receiver, start_worker, admin_headers):

@@ -255,7 +255,7 @@ def test_promtool_checks_and_unit_tests_the_alerts():
     names = {r["alert"] for g in yaml.safe_load(rules.read_text())["groups"] for r in g["rules"]}
     assert {"ComplianceRedisDown", "ComplianceCircuitBreakerOpen", "ComplianceHealthCheckFailing",
             "ComplianceDeadLetterQueueGrowing", "ComplianceHighRetryRate", "ComplianceWebhookDeliveryFailures",
-            "ComplianceCircuitBreakerHalfOpen"} <= names
+            "ComplianceCircuitBreakerHalfOpen", "ComplianceApiErrorSpike", "ComplianceDeliveryFailureSpike"} <= names
     # the PrometheusRule carries exactly this file
     _, docs = rendered("helm4", "monitoring-values")
     (rule,) = by_kind(docs, "PrometheusRule")

@@ -25,13 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from compliance.delivery.models import Envelope  # noqa: E402
-from compliance.delivery.submit import Submitter, new_webhook_id  # noqa: E402
+from compliance.delivery.submit import new_webhook_id  # noqa: E402
 from compliance.localredis import LocalRedis, free_port  # noqa: E402
-from compliance.redis_client import create_redis  # noqa: E402
 from compliance.settings import Settings  # noqa: E402
-from compliance.store.dead_letters import DeadLetterStore  # noqa: E402
-from compliance.store.statuses import StatusStore  # noqa: E402
-from compliance.worker.app import create_celery_app  # noqa: E402
+from compliance.wiring import Container  # noqa: E402
 
 BASE_ENV = {
     "COMPLIANCE_DEV_MODE": "true",
@@ -99,11 +96,9 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    client = create_redis(settings)
-    client.flushall()
-    celery = create_celery_app(settings, include_tasks=False)
-    submitter = Submitter(celery=celery, statuses=StatusStore(client, settings),
-                          dead_letters=DeadLetterStore(client, settings), settings=settings)
+    container = Container(settings)
+    container.redis.flushall()
+    submitter = container.submitter
     before = received(port)
     for i in range(n):
         submitter.submit(Envelope(webhook_id=new_webhook_id(), url=f"http://127.0.0.1:{port}/hook",
@@ -135,8 +130,7 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
             worker.terminate()
         for worker in workers:
             worker.wait(60)
-        celery.close()
-        client.close()
+        container.close()
 
 
 def main() -> None:

@@ -1,4 +1,8 @@
-"""Celery app factory: the seed's settings, made safe."""
+"""Task names and the Celery app factory (the seed's settings, made safe).
+
+A leaf module: producers (API, report workflow, sweeper) and workers share it without importing
+each other.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # kombu sweeps every interval * throttle seconds (default 10 * 10): make it one knob.
             "unacked_restore_interval": settings.broker_restore_interval,
             "unacked_restore_throttle": 1,
+            # A worker killed while holding the restore lock blocks restores only this long.
+            "unacked_mutex_expire": settings.broker_unacked_mutex_expire,
         },
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": 10,
@@ -53,6 +59,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": False,
         "task_time_limit": settings.task_time_limit,
         "task_soft_time_limit": settings.task_soft_time_limit,
+        # A delivery is one bounded HTTP exchange: its own, much shorter limit (its lease is
+        # derived from it, so a hung attempt can never outlive the lease).
+        "task_annotations": {DELIVER_TASK: {
+            "time_limit": settings.delivery_task_time_limit,
+            "soft_time_limit": max(1, settings.delivery_task_time_limit - 2),
+        }},
+        # Report worker processes are replaced now and then (the seed: restart against leaks).
+        "worker_max_tasks_per_child": settings.worker_max_tasks_per_child or None,
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child or None,
         "worker_soft_shutdown_timeout": settings.worker_soft_shutdown_timeout,
         # Idle workers stop at once; unacked (incl. countdown) messages are restored on shutdown.
         "worker_enable_soft_shutdown_on_idle": False,
@@ -69,7 +84,8 @@ def create_celery_app(settings: Settings, *, include_tasks: bool = True) -> Comp
     """Build the app; no connection is made until a task is sent or a worker starts."""
     app = ComplianceCelery(
         "compliance",
-        include=["compliance.delivery.tasks", "compliance.reports.tasks"] if include_tasks else [],
+        include=(["compliance.worker.delivery_tasks", "compliance.worker.report_tasks"]
+                 if include_tasks else []),
         set_as_current=include_tasks,
     )
     app.settings = settings

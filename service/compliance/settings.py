@@ -75,6 +75,23 @@ class Settings(BaseSettings):
     worker_soft_shutdown_timeout: float = Field(default=30.0, ge=0)
     # Deliveries of one message beyond this count are treated as a poison message (DLQ).
     max_redeliveries: int = Field(default=5, ge=1)
+    # Seconds a kombu restore lock may be held; a worker that died holding it blocks restores
+    # fleet-wide only this long (kombu's default is 300).
+    broker_unacked_mutex_expire: int = Field(default=30, ge=1)
+    # Tasks a report worker process runs before it is replaced (0: never), against leaks.
+    worker_max_tasks_per_child: int = Field(default=100, ge=0)
+    # Resident KiB past which a report worker process is replaced after its task (0: never).
+    worker_max_memory_per_child: int = Field(default=1_048_576, ge=0)
+
+    # --- durable delivery (the stored record is the truth; queue messages are signals) -------
+    # Seconds a delivery signal may wait in the queue before the sweeper assumes it was lost and
+    # signals the webhook again (a duplicate signal is dropped by the worker that reads it).
+    delivery_signal_timeout: float = Field(default=300.0, gt=0)
+    # Seconds between a delivery worker's sweeps: due retries are signalled, lapsed leases
+    # recovered. Also the precision of retry and deferral times.
+    delivery_sweep_interval: float = Field(default=1.0, gt=0, le=60)
+    # Webhooks signalled per sweep at most (the rest wait for the next sweep).
+    delivery_sweep_batch: int = Field(default=500, ge=1, le=10_000)
 
     # --- status and DLQ retention (seed contract) --------------------------------------------
     # TTL of a `delivered` status record, seconds (30 min).
@@ -211,19 +228,31 @@ class Settings(BaseSettings):
             )
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
-        if not self.dev_mode:
-            if not self.admin_api_keys or not self.producer_api_keys:
-                raise ValueError(
-                    "COMPLIANCE_ADMIN_API_KEYS and COMPLIANCE_PRODUCER_API_KEYS are required "
-                    "outside dev mode (set COMPLIANCE_DEV_MODE=true for a local trial)"
-                )
-            for key in [*self.admin_api_keys, *self.producer_api_keys]:
-                value = key.get_secret_value()
-                if len(value) < 16 or value.lower() in PLACEHOLDER_KEYS:
-                    raise ValueError("API keys must be at least 16 characters and not placeholders")
-            if not self.webhook_secrets:
-                raise ValueError("COMPLIANCE_WEBHOOK_SECRETS is required outside dev mode")
+        # Keys given are checked whichever process reads them; whether they are required is
+        # each process's own question (api_problems, signing_problems).
+        for key in [*self.admin_api_keys, *self.producer_api_keys]:
+            value = key.get_secret_value()
+            if not self.dev_mode and (len(value) < 16 or value.lower() in PLACEHOLDER_KEYS):
+                raise ValueError("API keys must be at least 16 characters and not placeholders")
         return self
+
+    def api_problems(self) -> list[str]:
+        """What the API process needs and lacks (the workers, Celery CLI and operator do not)."""
+        if self.dev_mode or (self.admin_api_keys and self.producer_api_keys):
+            return []
+        return ["COMPLIANCE_ADMIN_API_KEYS and COMPLIANCE_PRODUCER_API_KEYS are required outside "
+                "dev mode (set COMPLIANCE_DEV_MODE=true for a local trial)"]
+
+    def signing_problems(self) -> list[str]:
+        """What a delivering process needs and lacks: a secret to sign webhooks with."""
+        if self.dev_mode or self.webhook_secrets:
+            return []
+        return ["COMPLIANCE_WEBHOOK_SECRETS is required outside dev mode"]
+
+    @property
+    def delivery_lease_seconds(self) -> float:
+        """How long a worker holds a webhook it took: its task time limit plus a margin."""
+        return float(self.delivery_task_time_limit + 5)
 
     @cached_property
     def broker_queue_key(self) -> str:

@@ -8,17 +8,15 @@ import socket
 
 import pytest
 
+from compliance.delivery.engine import AttemptOutcome, Deliverer
 from compliance.delivery.models import Envelope
-from compliance.delivery.sender import Sender
-from compliance.delivery.service import Deliverer
-from compliance.worker.runtime import Runtime
+from compliance.store.breakers import BreakerResult
+from compliance.wiring import Container
 
 
-def _deliverer(settings, resolver) -> tuple[Deliverer, Runtime]:
-    rt = Runtime(settings)
-    sender = Sender(connect_timeout=1, read_timeout=1, body_cap=1024, max_connections=2)
-    return Deliverer(settings=settings, statuses=rt.statuses, dead_letters=rt.dead_letters,
-                     breakers=rt.breakers, sender=sender, resolver=resolver), rt
+def _deliverer(settings, resolver) -> tuple[Deliverer, Container]:
+    container = Container(settings, resolver=resolver)
+    return container.deliverer, container
 
 
 def _envelope() -> Envelope:
@@ -32,17 +30,16 @@ def test_a_resolver_failure_is_retried_not_dead_lettered(settings, r, error) -> 
         raise error
 
     deliverer, rt = _deliverer(settings, failing)
-    followup = deliverer.attempt(_envelope())
-    assert followup is not None and followup.envelope.attempts == 1  # a retry is scheduled
+    assert deliverer.attempt(_envelope()) is AttemptOutcome.RETRY
     status = rt.statuses.get("wh_dns_1")
-    assert status is not None and status.status == "retrying"
+    assert status is not None and status.status == "retrying" and status.attempts == 1
     assert status.last_error_type == "connection"
     assert rt.dead_letters.get("wh_dns_1") is None
 
 
 def test_a_forbidden_address_is_still_dead_lettered_at_once(settings, r) -> None:
     deliverer, rt = _deliverer(settings, lambda host, port: ["10.0.0.7"])
-    assert deliverer.attempt(_envelope()) is None
+    assert deliverer.attempt(_envelope()) is AttemptOutcome.DEAD_LETTERED
     entry = rt.dead_letters.get("wh_dns_1")
     assert entry is not None and entry.error_type == "validation"
 
@@ -53,11 +50,11 @@ def test_while_the_breaker_is_open_nothing_is_resolved_and_the_webhook_waits(set
 
     deliverer, rt = _deliverer(settings, must_not_resolve)
     for _ in range(settings.breaker_failure_threshold):
-        rt.breakers.record("https://hooks.example.com:443", "failure", was_probe=False)
-    followup = deliverer.attempt(_envelope())
-    assert followup is not None and followup.envelope.attempts == 0  # deferred, no attempt used
+        rt.breakers.record("https://hooks.example.com:443", BreakerResult.FAILURE, was_probe=False)
+    assert deliverer.attempt(_envelope()) is AttemptOutcome.DEFERRED
     status = rt.statuses.get("wh_dns_1")
     assert status is not None and status.last_error_type == "circuit_open"
+    assert status.attempts == 0  # deferred, no attempt used
 
 
 def test_a_name_with_no_idna_form_is_dead_lettered_not_retried(settings, r) -> None:
@@ -65,6 +62,6 @@ def test_a_name_with_no_idna_form_is_dead_lettered_not_retried(settings, r) -> N
         raise UnicodeError("label too long")
 
     deliverer, rt = _deliverer(settings, unencodable)
-    assert deliverer.attempt(_envelope()) is None
+    assert deliverer.attempt(_envelope()) is AttemptOutcome.DEAD_LETTERED
     entry = rt.dead_letters.get("wh_dns_1")
     assert entry is not None and entry.error_type == "validation"

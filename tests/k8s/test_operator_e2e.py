@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -33,10 +32,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from operator_proc import running_operator, tail
 
-from compliance.api.services import Services
 from compliance.delivery.models import Envelope
-from compliance.delivery.tasks import enqueue
+from compliance.messaging import DELIVER_TASK
 from compliance.settings import Settings
+from compliance.wiring import Container
 from compliance_operator.policy import DELETION_COST_ANNOTATION
 
 pytestmark = pytest.mark.k8s
@@ -52,8 +51,8 @@ def ns(kcm_namespace: str) -> str:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    built = Services.build(settings)
+def services(settings: Settings) -> Iterator[Container]:
+    built = Container(settings)
     yield built
     built.close()
 
@@ -113,7 +112,7 @@ def _get_cr(api: client.ApiClient, ns: str, plural: str, name: str) -> dict[str,
         raise
 
 
-def _publish(services: Services, n: int) -> None:
+def _publish(services: Container, n: int) -> None:
     """n real delivery messages on compliance-compliance_webhooks, as the API enqueues them."""
     for _ in range(n):
         services.submitter.submit(Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url="https://hooks.example.com/in",
@@ -144,7 +143,7 @@ def _finish_pod(api: client.ApiClient, ns: str, pod: client.V1Pod, summary: dict
                                      "message": json.dumps(summary), "startedAt": now, "finishedAt": now}}}]}})
 
 
-def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, services: Services,
+def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, services: Container,
                                               operator: None) -> None:
     _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
     _deployment(kcm_api, ns, TARGET, replicas=1)
@@ -176,7 +175,7 @@ def test_backlog_scales_the_worker_deployment(kcm_api, ns: str, redis_url: str, 
 
 @pytest.mark.parametrize(("exit_code", "phase"), [(0, "Succeeded"), (2, "Failed")])
 def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operator: None, exit_code: int,
-                                                        phase: str) -> None:
+                                                        phase: str, tmp_path: Path) -> None:
     """Exit 0 -> Succeeded; exit 2 (some entries failed) -> Failed, with the counts either way."""
     cr = _create_cr(kcm_api, ns, REPLAYS, _replay())
     (job,) = eventually(lambda: _jobs(kcm_api, ns), message="replay Job created")
@@ -209,7 +208,15 @@ def test_replay_runs_exactly_one_job_and_reports_counts(kcm_api, ns: str, operat
     assert complete["status"] == ("True" if exit_code == 0 else "False")
     eventually(lambda: [e for e in _events(kcm_api, ns, "replay-1") if e.reason == f"Replay{phase}"],
                message=f"Replay{phase} event")
-    time.sleep(2)  # more Job events have arrived by now; still exactly one Job
+    # Job events after the finish must not make a second Job. Cause one (an annotation on the Job)
+    # and wait until the operator has handled it, rather than sleeping for events to come.
+    log = tmp_path / "operator.log"
+    handled = f"[{ns}/{job.metadata.name}] Handler 'replay_job' succeeded."
+    before = log.read_text(errors="replace").count(handled)
+    client.BatchV1Api(kcm_api).patch_namespaced_job(job.metadata.name, ns, {
+        "metadata": {"annotations": {"test.compliance.io/poke": "after-finish"}}})
+    eventually(lambda: log.read_text(errors="replace").count(handled) > before, timeout=30,
+               message=f"the operator handled the Job event after the finish ({tail(log)})")
     assert [j.metadata.name for j in _jobs(kcm_api, ns)] == [job.metadata.name]
 
 
@@ -222,6 +229,14 @@ def test_deleting_the_resources_collects_only_what_they_own(kcm_api, ns: str, re
     (job,) = eventually(lambda: _jobs(kcm_api, ns), message="replay Job created")
     eventually(lambda: (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {}).get("lastPollTime"),
                message="autoscaler polled")
+    # A canary owned by each resource: once the garbage collector has collected it, it has acted on
+    # that resource's deletion (what follows waits on that, not on a sleep).
+    owners: dict[str, str] = {}
+    for plural, kind, name in ((REPLAYS, "DeadLetterReplay", "replay-1"), (AUTOSCALERS, "WorkerAutoscaler", "wa")):
+        owners[name] = (_get_cr(kcm_api, ns, plural, name) or {})["metadata"]["uid"]
+        client.CoreV1Api(kcm_api).create_namespaced_config_map(ns, {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"canary-{name}", "ownerReferences": [
+                {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "name": name, "uid": owners[name]}]}})
     custom = client.CustomObjectsApi(kcm_api)
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, REPLAYS, "replay-1")
     custom.delete_namespaced_custom_object(GROUP, VERSION, ns, AUTOSCALERS, "wa")
@@ -236,11 +251,18 @@ def test_deleting_the_resources_collects_only_what_they_own(kcm_api, ns: str, re
     eventually(lambda: not client.CoreV1Api(kcm_api).list_namespaced_pod(
         ns, label_selector=f"batch.kubernetes.io/job-name={job.metadata.name}").items, timeout=30,
         message="replay pod collected")
-    # What the resources only point at stays, untouched.
-    time.sleep(2)  # give the garbage collector a chance to do something wrong
+    eventually(lambda: not [c for c in client.CoreV1Api(kcm_api).list_namespaced_config_map(ns).items
+                            if c.metadata.name.startswith("canary-")], timeout=60,
+               message="the garbage collector acted on both deletions (canaries collected)")
+    # What the resources only point at stays, untouched, and never was theirs to collect.
     assert _replicas(kcm_api, ns) == 2
-    assert client.CoreV1Api(kcm_api).read_namespaced_secret("compliance-redis", ns).data
-    assert [rs.spec.replicas for rs in client.AppsV1Api(kcm_api).list_namespaced_replica_set(ns).items] == [2]
+    secret = client.CoreV1Api(kcm_api).read_namespaced_secret("compliance-redis", ns)
+    assert secret.data
+    deployment = client.AppsV1Api(kcm_api).read_namespaced_deployment(TARGET, ns)
+    replica_sets = client.AppsV1Api(kcm_api).list_namespaced_replica_set(ns).items
+    assert [rs.spec.replicas for rs in replica_sets] == [2]
+    for obj in (secret, deployment, *replica_sets):
+        assert not {ref.uid for ref in obj.metadata.owner_references or []} & set(owners.values()), obj.metadata
 
 
 @pytest.fixture
@@ -271,7 +293,7 @@ def worker_as_pod(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
                 proc.wait(timeout=10)
 
 
-def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, services: Services,
+def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, services: Container,
                                        worker_as_pod, operator: None) -> None:
     """pod-deletion-cost really steers the ReplicaSet controller: the pod whose worker holds a
     task survives a scale-down from 4 to 1, although the controller would delete it first
@@ -291,8 +313,8 @@ def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, serv
 
     # A real delivery worker named deliveries@<busy pod> reserves a countdown delivery and holds it.
     worker_as_pod(busy)
-    enqueue(services.celery, Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url="https://hooks.example.com/in",
-                                      event="report.ready", payload={}), queue=QUEUE, countdown=120)
+    # A delivery signal due in 120 s: the worker reserves it and holds it (unacked, "scheduled").
+    services.celery.send_task(DELIVER_TASK, args=[f"wh_{uuid.uuid4().hex}"], queue=QUEUE, countdown=120)
     eventually(lambda: r.hlen("compliance-unacked") == 1 and r.llen(f"compliance-{QUEUE}") == 0, timeout=30,
                message="worker reserved the countdown task")
 
@@ -312,7 +334,7 @@ def test_scale_down_keeps_the_busy_pod(kcm_api, ns: str, redis_url: str, r, serv
     assert annotations.get(DELETION_COST_ANNOTATION) == "1"
 
 
-def test_hpa_on_the_same_deployment_stops_the_autoscaler(kcm_api, ns: str, redis_url: str, services: Services,
+def test_hpa_on_the_same_deployment_stops_the_autoscaler(kcm_api, ns: str, redis_url: str, services: Container,
                                                          operator: None) -> None:
     """A real autoscaling/v2 HPA on the target: the operator reports HPAConflict and writes nothing."""
     _secret(kcm_api, ns, "compliance-redis", {"COMPLIANCE_REDIS_URL": redis_url})
@@ -330,5 +352,16 @@ def test_hpa_on_the_same_deployment_stops_the_autoscaler(kcm_api, ns: str, redis
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "HPAConflict")
     assert "cpu" in ready["message"]
-    time.sleep(2)  # two more polls
+    # Two more polls (each writes lastPollTime, to the second; polls are 1 s apart), not a sleep.
+    polls = {status["lastPollTime"]}
+
+    def after_two_more_polls() -> dict[str, Any] | None:
+        later = (_get_cr(kcm_api, ns, AUTOSCALERS, "wa") or {}).get("status", {})
+        if later.get("lastPollTime"):
+            polls.add(later["lastPollTime"])
+        return later if len(polls) >= 3 else None
+
+    later = eventually(after_two_more_polls, timeout=30, message="two more polls")
+    ready = next(c for c in later["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "HPAConflict")
     assert _replicas(kcm_api, ns) == 1

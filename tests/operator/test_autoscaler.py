@@ -12,10 +12,10 @@ import pytest
 import pytest_asyncio
 import redis
 
-from compliance.api.services import Services
 from compliance.delivery.models import Envelope
 from compliance.settings import Settings
 from compliance.store.breakers import BreakerStore
+from compliance.wiring import Container
 from tests.operator.conftest import Api, eventually, running_operator
 
 pytestmark = pytest.mark.asyncio
@@ -24,13 +24,13 @@ TARGET = "worker-deliveries"
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
-    built = Services.build(settings)
+def services(settings: Settings) -> Iterator[Container]:
+    built = Container(settings)
     yield built
     built.close()
 
 
-def publish(services: Services, n: int, url: str = "https://hooks.example.com/in") -> None:
+def publish(services: Container, n: int, url: str = "https://hooks.example.com/in") -> None:
     """n real delivery messages on compliance-compliance_webhooks, as the API would enqueue them."""
     for _ in range(n):
         services.submitter.submit(Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url=url,
@@ -81,7 +81,7 @@ async def cluster(api: Api, redis_url: str, operator_env: Callable[..., None]) -
     return api
 
 
-async def test_unacked_and_backlog_raise_replicas(cluster: Api, services: Services, r: redis.Redis) -> None:
+async def test_unacked_and_backlog_raise_replicas(cluster: Api, services: Container, r: redis.Redis) -> None:
     api = cluster
     await api.deployment(TARGET, 1)
     publish(services, 10)
@@ -102,7 +102,7 @@ async def test_unacked_and_backlog_raise_replicas(cluster: Api, services: Servic
         assert any("1 -> 2" in e["message"] for e in events)
 
 
-async def test_open_breakers_hold_scale_up(cluster: Api, services: Services, r: redis.Redis,
+async def test_open_breakers_hold_scale_up(cluster: Api, services: Container, r: redis.Redis,
                                           settings: Settings) -> None:
     api = cluster
     await api.deployment(TARGET, 1)
@@ -146,7 +146,7 @@ async def test_empty_queue_scales_down_slowly(cluster: Api, r: redis.Redis) -> N
     assert condition(st, "Scaling")["reason"] in ("ScaleDown", "Stabilizing")
 
 
-async def test_hpa_on_the_same_deployment_is_refused(cluster: Api, services: Services) -> None:
+async def test_hpa_on_the_same_deployment_is_refused(cluster: Api, services: Container) -> None:
     api = cluster
     await api.deployment(TARGET, 1)
     await api.create("autoscaling/v2/horizontalpodautoscalers", {
@@ -181,7 +181,7 @@ async def _events(api: Api, reason: str, at_least: int) -> list[dict[str, Any]] 
     return events if len(events) >= at_least else None
 
 
-async def test_paused_observes_but_never_scales(cluster: Api, services: Services) -> None:
+async def test_paused_observes_but_never_scales(cluster: Api, services: Container) -> None:
     api = cluster
     await api.deployment(TARGET, 1)
     publish(services, 30)

@@ -10,10 +10,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from compliance.api.services import Services
-from compliance.delivery.models import Envelope
-from compliance.delivery.tasks import enqueue
+from compliance.messaging import DELIVER_TASK
 from compliance.settings import Settings
+from compliance.wiring import Container
 from compliance_operator.policy import DELETION_COST_ANNOTATION
 from tests.operator.conftest import Api, eventually, running_operator
 from tests.operator.test_autoscaler import QUEUE, TARGET, autoscaler
@@ -28,11 +27,11 @@ async def test_busy_pod_gets_a_deletion_cost_before_scale_down(
     # A real delivery worker; Celery names it <name>@<hostname>, and in a pod hostname == pod name.
     start_worker(kind="deliveries", concurrency=2)
     busy_pod = socket.gethostname()
-    services = Services.build(settings)
+    services = Container(settings)
     try:
-        # A delivery due in 25 s: the worker reserves it and holds it (unacked, "scheduled").
-        enqueue(services.celery, Envelope(webhook_id=f"wh_{uuid.uuid4().hex}", url="https://h.example/x",
-                                          event="e", payload={}), queue=QUEUE, countdown=25)
+        # A delivery signal due in 25 s: the worker reserves it and holds it (unacked, "scheduled").
+        services.celery.send_task(DELIVER_TASK, args=[f"wh_{uuid.uuid4().hex}"], queue=QUEUE,
+                                  countdown=25)
         wait_until(lambda: r.hlen("compliance-unacked") == 1 and r.llen(f"compliance-{QUEUE}") == 0,
                    timeout=20, message="worker did not reserve the countdown task")
     finally:

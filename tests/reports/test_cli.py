@@ -60,8 +60,8 @@ def test_errors_are_readable(run, tmp_path):
 
 @pytest.fixture
 def runtime_for_cli(settings):
-    from compliance.worker.runtime import Runtime
+    from compliance.wiring import Container
 
-    rt = Runtime(settings)
+    rt = Container(settings)
     yield rt
     rt.redis.close()

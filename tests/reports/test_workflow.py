@@ -10,10 +10,11 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from compliance.api.app import create_app
-from compliance.reports.service import content_url
 from compliance.reports.storage import document_key
+from compliance.reports.workflow import content_url
 from compliance.settings import Settings
-from compliance.worker.runtime import Runtime
+from compliance.store import keys
+from compliance.wiring import Container
 from tests.reports import evidence as ev
 from tests.reports.test_api import good, nested
 from tests.support.services import PRODUCER_KEY
@@ -22,16 +23,17 @@ DELIVERY_QUEUE = "compliance-compliance_webhooks"
 
 
 def delivery_envelopes(r) -> list[dict]:
+    """The envelopes of the webhooks signalled on the delivery queue (kept in their records)."""
     out = []
     for raw in r.lrange(DELIVERY_QUEUE, 0, -1):
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        out.append(args[0])
+        (webhook_id,), _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        out.append(json.loads(r.hget(keys.webhook_key(webhook_id), "env")))
     return out
 
 
 @pytest.fixture
 def runtime(settings):
-    rt = Runtime(settings)
+    rt = Container(settings)
     yield rt
     rt.redis.close()
 
@@ -45,7 +47,7 @@ def test_metadata_at_the_highest_depth_setting_still_reaches_the_webhook(r, sett
     with TestClient(create_app(deepest), headers={"X-API-Key": PRODUCER_KEY}) as client:
         accepted = client.post("/reports", json=good(metadata=metadata))
         assert accepted.status_code == 202, accepted.text
-        rt = Runtime(deepest)
+        rt = Container(deepest)
         try:
             assert rt.report_workflow.generate(accepted.json()["report_id"]) == "completed"
         finally:
@@ -105,7 +107,7 @@ def test_missing_evidence_fails_the_report(api, r, runtime, settings):
 
 def test_a_facade_bug_fails_the_report(api, r, settings):
     rid = api.post("/reports", json=good()).json()["report_id"]
-    rt = Runtime(settings.model_copy(update={"facade_class": "tests.reports.facades:ExplodingFacade"}))
+    rt = Container(settings.model_copy(update={"facade_class": "tests.reports.facades:ExplodingFacade"}))
     assert rt.report_workflow.generate(rid) == "failed"
     (env,) = delivery_envelopes(r)
     assert env["payload"]["error_type"] == "facade" and "engine bug" in env["payload"]["reason"]

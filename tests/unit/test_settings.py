@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from compliance.messaging import celery_config
 from compliance.settings import Settings
-from compliance.worker.app import celery_config
 
 KEYS = {"admin_api_keys": "a" * 20, "producer_api_keys": "p" * 20,
         "webhook_secrets": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
@@ -45,15 +45,26 @@ def test_refuses_visibility_timeout_not_above_limits():
         Settings(**KEYS, broker_visibility_timeout=4000, retry_after_max_seconds=900)
 
 
-def test_refuses_to_start_without_keys_outside_dev_mode():
-    with pytest.raises(ValidationError, match="API_KEYS"):
-        Settings()
+def test_each_process_asks_only_for_what_it_uses():
+    # A worker, the Celery CLI, the replay Job and the operator need no API keys.
+    bare = Settings()
+    assert any("API_KEYS" in p for p in bare.api_problems())
+    assert any("WEBHOOK_SECRETS" in p for p in bare.signing_problems())
+    signer = Settings(webhook_secrets=KEYS["webhook_secrets"])
+    assert signer.signing_problems() == [] and signer.api_problems() != []
+    api = Settings(admin_api_keys="a" * 20, producer_api_keys="p" * 20)
+    assert api.api_problems() == [] and api.signing_problems() != []
     with pytest.raises(ValidationError, match="placeholders"):
-        Settings(admin_api_keys="changeme", producer_api_keys="p" * 20,
-                 webhook_secrets=KEYS["webhook_secrets"])
-    with pytest.raises(ValidationError, match="WEBHOOK_SECRETS"):
-        Settings(admin_api_keys="a" * 20, producer_api_keys="p" * 20)
-    assert Settings(dev_mode=True).dev_mode
+        Settings(admin_api_keys="changeme", producer_api_keys="p" * 20)
+    dev = Settings(dev_mode=True)
+    assert dev.api_problems() == [] and dev.signing_problems() == []
+
+
+def test_the_api_refuses_to_start_without_keys_outside_dev_mode():
+    from compliance.api.app import create_app
+
+    with pytest.raises(ValueError, match="API_KEYS"):
+        create_app(Settings(webhook_secrets=KEYS["webhook_secrets"]))
 
 
 def test_lists_from_env_accept_csv_and_json(monkeypatch):

@@ -11,25 +11,27 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request, Response
 
 from compliance import __version__
-from compliance.api import errors
-from compliance.api.health import HealthChecker
+from compliance.api import errors, fleet
+from compliance.api.health import HealthCheck, HealthChecker
 from compliance.api.limits import BodySizeLimit
-from compliance.api.routes import breakers, dead_letters, health, webhooks
-from compliance.api.services import Services
+from compliance.api.routes import breakers, dead_letters, health, reports, webhooks
 from compliance.observability import metrics
 from compliance.observability.logs import configure_logging
 from compliance.redis_client import check_eviction_policy
 from compliance.settings import Settings
+from compliance.wiring import Container
 
 log = logging.getLogger(__name__)
-Extension = Callable[[FastAPI, Services], None]
 
 
-def create_app(settings: Settings | None = None, *, extensions: list[Extension] | None = None) -> FastAPI:
-    """Build the API; clients are created in the lifespan, so building opens nothing."""
-    settings = settings or Settings()
+def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
+    """Build the API; nothing connects until first use (the lifespan checks Redis once)."""
+    settings = container.settings if container else (settings or Settings())
+    problems = settings.api_problems()
+    if problems:
+        raise ValueError("; ".join(problems))
     configure_logging(settings.log_level, service="api")
-    services = Services.build(settings)
+    container = container or Container(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,23 +41,22 @@ def create_app(settings: Settings | None = None, *, extensions: list[Extension] 
         elif settings.allow_loopback_targets:
             log.warning("allow_loopback_targets is on: webhooks may target this host's loopback")
         try:
-            warning = check_eviction_policy(services.redis)
+            warning = check_eviction_policy(container.redis)
             if warning:
                 log.warning(warning)
         except Exception as exc:  # Redis may come up later; /health reports it meanwhile
             log.warning("redis not reachable at start", extra={"error": str(exc)})
         yield
-        services.close()
+        container.close()
 
     app = FastAPI(title="Compliance reporting service", version=__version__, lifespan=lifespan)
-    app.state.services = services
-    app.state.health = HealthChecker(services)
+    app.state.container = container
+    app.state.reports = report_clients = reports.build_reports(container)
+    app.state.health = health_checks(container, report_clients)
     app.state.registry = metrics.process_registry()
     errors.install(app)
-    for module in (webhooks, dead_letters, breakers, health):
+    for module in (webhooks, dead_letters, breakers, health, reports):
         app.include_router(module.router)
-    for extend in extensions or default_extensions():
-        extend(app, services)
 
     @app.middleware("http")
     async def _http_metrics(
@@ -81,13 +82,24 @@ def valid_correlation_id(value: str) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.isprintable()
 
 
-def default_extensions() -> list[Extension]:
-    """Optional route groups (reports) that register themselves when present."""
-    try:
-        from compliance.reports.api import install as install_reports
-    except ImportError:
-        return []
-    return [install_reports]
+def health_checks(container: Container, report_clients: reports.Reports) -> HealthChecker:
+    """What ``/health`` reports; only Redis decides readiness (accepting work needs nothing
+    else), while a storage or facade outage makes ``/health`` unhealthy but keeps the pod in
+    its Service."""
+    checker = HealthChecker(cache_seconds=container.settings.health_cache_seconds)
+    checker.register(HealthCheck("redis", lambda: fleet.redis_probe(container),
+                                 critical=True, ready=True))
+    checker.register(HealthCheck("celery", lambda: fleet.celery_probe(container),
+                                 cached=True, timeout=5.0, needs_redis=True))
+    checker.register(HealthCheck("circuit_breakers", lambda: fleet.breakers_probe(container),
+                                 needs_redis=True))
+    checker.register(HealthCheck("queues", lambda: fleet.queue_probe(container),
+                                 needs_redis=True))
+    checker.register(HealthCheck("facade", lambda: report_clients.need_facade().health(),
+                                 critical=True, cached=True, timeout=10.0))
+    checker.register(HealthCheck("storage", lambda: report_clients.need_storage().probe(),
+                                 critical=True, cached=True, timeout=10.0))
+    return checker
 
 
 def _route_template(request: Request) -> str:

@@ -8,25 +8,53 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from compliance.api.errors import APIError
-from compliance.api.services import Services
+from compliance.delivery.submit import Submitter
 from compliance.settings import Settings
+from compliance.store.breakers import BreakerStore
+from compliance.store.dead_letters import DeadLetterStore
+from compliance.store.statuses import StatusStore
+from compliance.wiring import Container
 
 
-def get_services(request: Request) -> Services:
-    """The process's services (built in the lifespan)."""
-    services: Services = request.app.state.services
-    return services
+def get_container(request: Request) -> Container:
+    """The process's composition root (built by the app factory)."""
+    container: Container = request.app.state.container
+    return container
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+def get_settings(container: ContainerDep) -> Settings:
     """The settings the app was built with."""
-    return services.settings
+    return container.settings
+
+
+def get_statuses(container: ContainerDep) -> StatusStore:
+    """Status records."""
+    return container.statuses
+
+
+def get_dead_letters(container: ContainerDep) -> DeadLetterStore:
+    """Dead letters."""
+    return container.dead_letters
+
+
+def get_breakers(container: ContainerDep) -> BreakerStore:
+    """Circuit breakers."""
+    return container.breakers
+
+
+def get_submitter(container: ContainerDep) -> Submitter:
+    """Accepts webhooks and replays dead letters."""
+    return container.submitter
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+StatusesDep = Annotated[StatusStore, Depends(get_statuses)]
+DeadLettersDep = Annotated[DeadLetterStore, Depends(get_dead_letters)]
+BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
 def _presented_key(x_api_key: str | None, authorization: str | None) -> str | None:

@@ -1,23 +1,38 @@
-"""Component health for ``/health``: Redis every time, slow probes cached for a few seconds."""
+"""Component health for ``/health`` and ``/health/ready``: checks register themselves.
+
+Each check has a name, a probe, whether its failure makes ``/health`` unhealthy (critical),
+whether the API needs it to accept work (ready), and whether its result may be cached for
+``health_cache_seconds`` (slow probes).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from compliance.api.services import Services
-
 Probe = Callable[[], dict[str, Any]]
-# Components whose failure makes the API unable to serve: /health answers 503.
-CRITICAL = frozenset({"redis", "storage", "facade"})
 
 
-def overall(components: dict[str, dict[str, Any]]) -> str:
+@dataclass(frozen=True)
+class HealthCheck:
+    """One component's probe and what its failure means."""
+
+    name: str
+    probe: Probe
+    critical: bool = False
+    ready: bool = False
+    cached: bool = False
+    timeout: float = 3.0
+    needs_redis: bool = False
+
+
+def overall(components: dict[str, dict[str, Any]], critical: set[str]) -> str:
     """healthy, degraded (works, but something needs a look) or unhealthy (503)."""
     for name, component in components.items():
-        if name in CRITICAL and component.get("status") == "down":
+        if name in critical and component.get("status") == "down":
             return "unhealthy"
     if any(c.get("status") in ("down", "degraded") for c in components.values()):
         return "degraded"
@@ -25,45 +40,51 @@ def overall(components: dict[str, dict[str, Any]]) -> str:
 
 
 class HealthChecker:
-    """Runs the probes; caches the slow ones for ``settings.health_cache_seconds``."""
+    """Runs the registered probes; caches the slow ones for ``cache_seconds``."""
 
-    def __init__(self, services: Services) -> None:
-        self._services = services
+    def __init__(self, *, cache_seconds: float) -> None:
+        self._checks: list[HealthCheck] = []
+        self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def check(self) -> tuple[str, dict[str, dict[str, Any]]]:
-        """(overall status, components)."""
-        redis_status = await self._timed(self._redis, timeout=3.0)
-        components: dict[str, dict[str, Any]] = {"redis": redis_status}
-        redis_up = redis_status["status"] == "up"
-        if redis_up:
-            components["celery"] = await self._cached("celery", self._celery, timeout=5.0)
-            components["circuit_breakers"] = await self._timed(self._breakers, timeout=3.0)
-        else:
-            components["celery"] = {"status": "unknown", "detail": "broker unreachable"}
-            components["circuit_breakers"] = {"status": "unknown", "detail": "redis unreachable"}
-        for name in ("facade", "storage"):
-            probe = self._services.extras.get(f"{name}_probe")
-            if probe is None:
-                components[name] = {"status": "not_configured"}
-            else:
-                components[name] = await self._cached(name, probe, timeout=10.0)  # type: ignore[arg-type]
-        return overall(components), components
+    def register(self, check: HealthCheck) -> None:
+        """Add a component (its name must be new)."""
+        if any(c.name == check.name for c in self._checks):
+            raise ValueError(f"health check {check.name!r} registered twice")
+        self._checks.append(check)
 
-    async def _cached(self, name: str, probe: Probe, *, timeout: float) -> dict[str, Any]:
-        now = time.monotonic()
-        hit = self._cache.get(name)
-        if hit and hit[0] > now:
+    async def check(self, *, ready_only: bool = False) -> tuple[str, dict[str, dict[str, Any]]]:
+        """(overall status, components); ``ready_only`` runs the checks readiness needs."""
+        components: dict[str, dict[str, Any]] = {}
+        redis_up = True
+        for check in self._checks:
+            if ready_only and not check.ready:
+                continue
+            if check.needs_redis and not redis_up:
+                components[check.name] = {"status": "unknown", "detail": "redis unreachable"}
+                continue
+            if check.cached:
+                result = await self._cached(check)
+            else:
+                result = await self._timed(check.probe, timeout=check.timeout)
+            components[check.name] = result
+            if check.name == "redis":
+                redis_up = result["status"] == "up"
+        critical = {c.name for c in self._checks if c.critical or (ready_only and c.ready)}
+        return overall(components, critical), components
+
+    async def _cached(self, check: HealthCheck) -> dict[str, Any]:
+        hit = self._cache.get(check.name)
+        if hit and hit[0] > time.monotonic():
             return hit[1]
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._locks.setdefault(check.name, asyncio.Lock())
         async with lock:
-            hit = self._cache.get(name)
+            hit = self._cache.get(check.name)
             if hit and hit[0] > time.monotonic():
                 return hit[1]
-            result = await self._timed(probe, timeout=timeout)
-            self._cache[name] = (time.monotonic() + self._services.settings.health_cache_seconds,
-                                 result)
+            result = await self._timed(check.probe, timeout=check.timeout)
+            self._cache[check.name] = (time.monotonic() + self._cache_seconds, result)
             return result
 
     @staticmethod
@@ -77,24 +98,3 @@ class HealthChecker:
             result = {"status": "down", "error": f"{type(exc).__name__}: {exc}"[:300]}
         result.setdefault("latency_ms", round((time.monotonic() - started) * 1000, 1))
         return result
-
-    def _redis(self) -> dict[str, Any]:
-        self._services.redis.ping()
-        return {"status": "up"}
-
-    def _celery(self) -> dict[str, Any]:
-        replies = self._services.celery.control.ping(
-            timeout=self._services.settings.health_celery_timeout)
-        workers = sorted(name for reply in replies for name in reply)
-        if not workers:
-            return {"status": "degraded", "workers": [], "detail": "no worker answered the ping"}
-        return {"status": "up", "workers": workers}
-
-    def _breakers(self) -> dict[str, Any]:
-        breakers = self._services.breakers.all()
-        open_ = [b.destination for b in breakers if b.state == "open"]
-        half = [b.destination for b in breakers if b.state == "half_open"]
-        return {"status": "degraded" if open_ else "up", "total": len(breakers),
-                "open": open_, "half_open": half}
-
-

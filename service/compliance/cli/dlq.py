@@ -13,7 +13,7 @@ from tqdm import tqdm
 from compliance.store.dead_letters import DeadLetterFilter
 
 if TYPE_CHECKING:  # importing the service stack here would load prometheus_client too early
-    from compliance.api.services import Services
+    from compliance.wiring import Container
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -53,14 +53,16 @@ def _selector(error_type: str | None, destination: str | None, older_than: str |
                             newer_than_seconds=parse_duration(newer_than))
 
 
-def _services() -> Services:
+def _services() -> Container:
+    # Imported here, not at the top: the service stack loads prometheus_client, which must not
+    # be imported before `compliance worker` sets its multiprocess directory (same CLI).
     from pydantic import ValidationError
 
-    from compliance.api.services import Services
     from compliance.settings import Settings
+    from compliance.wiring import Container
 
     try:
-        return Services.build(Settings())
+        return Container(Settings())
     except ValidationError as exc:
         raise click.ClickException(f"invalid configuration:\n{exc}") from exc
 
@@ -123,7 +125,7 @@ def replay(error_type: str | None, destination: str | None, older_than: str | No
             if dry_run:
                 continue
             outcome = services.submitter.replay(webhook_id)
-            counts["replayed" if outcome == "replayed" else "skipped"] += 1
+            counts["replayed" if outcome.value == "replayed" else "skipped"] += 1
         summary = {**counts, "dry_run": dry_run}
     else:
         selector = _selector(error_type, destination, older_than, newer_than)

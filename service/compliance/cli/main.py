@@ -38,7 +38,9 @@ def api(host: str, port: int, workers: int) -> None:
 
     from compliance.settings import Settings
 
-    Settings()  # fail fast with a clear message on bad configuration
+    problems = Settings().api_problems()  # fail fast with a clear message on bad configuration
+    if problems:
+        raise click.ClickException("; ".join(problems))
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         ensure_multiproc_dir()
     uvicorn.run("compliance.api.app:create_app", factory=True, host=host, port=port,

@@ -7,28 +7,28 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from enum import StrEnum
 
 from compliance.delivery import policy, signing, ssrf
+from compliance.delivery.ledger import Ledger
 from compliance.delivery.models import Envelope
-from compliance.delivery.policy import ErrorType
+from compliance.delivery.policy import Action, ErrorType
 from compliance.delivery.sender import AttemptResult, Sender
 from compliance.observability import metrics
 from compliance.settings import Settings
-from compliance.store.breakers import BreakerStore
-from compliance.store.dead_letters import DeadLetterStore
-from compliance.store.records import Attempt, DeadLetter, Status, WebhookStatus
-from compliance.store.statuses import StatusStore
+from compliance.store.breakers import BreakerDecision, BreakerResult, BreakerStore
+from compliance.store.records import Attempt
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Followup:
-    """Send ``envelope`` again after ``delay`` seconds."""
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (the task metric's state)."""
 
-    envelope: Envelope
-    delay: float
+    DELIVERED = "delivered"
+    RETRY = "retry"  # due again after a backoff
+    DEFERRED = "deferred"  # the destination's breaker is open: due again when it may half-open
+    DEAD_LETTERED = "dead_lettered"
 
 
 class Deliverer:
@@ -38,8 +38,7 @@ class Deliverer:
         self,
         *,
         settings: Settings,
-        statuses: StatusStore,
-        dead_letters: DeadLetterStore,
+        ledger: Ledger,
         breakers: BreakerStore,
         sender: Sender,
         resolver: ssrf.Resolver = ssrf.system_resolver,
@@ -47,8 +46,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._s = settings
-        self._statuses = statuses
-        self._dlq = dead_letters
+        self._ledger = ledger
         self._breakers = breakers
         self._sender = sender
         self._resolver = resolver
@@ -60,23 +58,18 @@ class Deliverer:
         """Active signing secrets."""
         return [s.get_secret_value() for s in self._s.webhook_secrets]
 
-    def attempt(self, env: Envelope) -> Followup | None:
-        """Try once; returns the follow-up to schedule, or None when the webhook is settled."""
-        current = self._statuses.get(env.webhook_id)
-        if current is not None and current.status is Status.DELIVERED:
-            metrics.WEBHOOK_DUPLICATES.inc()
-            return None
+    def attempt(self, env: Envelope) -> AttemptOutcome:
+        """Try once (the caller holds the webhook's lease) and record what follows."""
         try:
             target = ssrf.parse_target(
                 env.url, https_only=self._s.https_only, allowed_ports=self._s.allowed_ports
             )
         except ssrf.UnsafeURLError as exc:
-            self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
-            return None
+            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
 
         # The breaker first: while it is open nothing is resolved or sent, and the webhook waits.
         decision, wait = self._breakers.acquire(target.origin, now=self._clock())
-        if decision == "deny":
+        if decision is BreakerDecision.DENY:
             return self._defer(env, target.origin, wait)
         try:
             address = ssrf.resolve_checked(
@@ -86,11 +79,10 @@ class Deliverer:
             # DNS may come back: retried with backoff like a refused connection, and counted
             # by the breaker like one (a destination nobody can resolve is down).
             failed = AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
-            return self._settle(env, target.origin, decision == "probe", failed, {})
+            return self._settle(env, target.origin, decision is BreakerDecision.PROBE, failed, {})
         except ssrf.UnsafeURLError as exc:
             # Refused before anything was sent; a probe slot taken here lapses with its lease.
-            self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
-            return None
+            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
 
         body = json.dumps(
             {"type": env.event, "timestamp": _iso(self._clock()), "data": env.payload},
@@ -101,12 +93,12 @@ class Deliverer:
             correlation_id=env.correlation_id,
         )
         result = self._sender.post(target, address, body.encode(), headers)
-        return self._settle(env, target.origin, decision == "probe", result, headers)
+        return self._settle(env, target.origin, decision is BreakerDecision.PROBE, result, headers)
 
     def _settle(
         self, env: Envelope, origin: str, was_probe: bool, result: AttemptResult,
         headers: dict[str, str],
-    ) -> Followup | None:
+    ) -> AttemptOutcome:
         now = self._clock()
         outcome = (
             policy.classify_status(result.status_code)
@@ -114,9 +106,9 @@ class Deliverer:
             else policy.classify_error(result.error_type or ErrorType.CONNECTION)
         )
         breaker_result = (
-            "success" if outcome.delivered
-            else "failure" if outcome.counts_as_breaker_failure
-            else "neutral"
+            BreakerResult.SUCCESS if outcome.delivered
+            else BreakerResult.FAILURE if outcome.counts_as_breaker_failure
+            else BreakerResult.NEUTRAL
         )
         self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now)
         metrics.WEBHOOK_DELIVERY_DURATION.observe(result.duration_seconds)
@@ -142,84 +134,58 @@ class Deliverer:
         step = policy.decide(
             outcome, attempts_made=env.attempts, max_retries=self._s.max_retries, delay_if_retry=delay
         )
-        if step.action == "delivered":
-            self._write_status(env, Status.DELIVERED, now)
+        if step.action is Action.DELIVERED:
+            self._ledger.delivered(env, now)
             metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
             log.info("webhook delivered", extra={"webhook_id": env.webhook_id,
                                                  "attempts": env.attempts})
-            return None
+            return AttemptOutcome.DELIVERED
         error_type = outcome.error_type or ErrorType.INTERNAL
-        if step.action == "retry":
+        if step.action is Action.RETRY:
             metrics.WEBHOOK_RETRIES.inc()
-            self._write_status(env, Status.RETRYING, now, error=(error_type, result.message),
-                               status_code=result.status_code, next_at=now + step.delay)
+            self._ledger.reschedule(env, now, due_at=now + step.delay,
+                                    error=(error_type, result.message),
+                                    status_code=result.status_code)
             log.info("webhook retry scheduled", extra={
                 "webhook_id": env.webhook_id, "attempts": env.attempts,
                 "delay": round(step.delay, 3), "error_type": str(error_type),
                 "error": result.message})
-            return Followup(env, step.delay)
-        self._dead_letter(env, error_type, result.message, headers, status_code=result.status_code)
-        return None
+            return AttemptOutcome.RETRY
+        return self._dead_letter(env, error_type, result.message, headers,
+                                 status_code=result.status_code)
 
-    def _defer(self, env: Envelope, origin: str, wait: float) -> Followup | None:
+    def _defer(self, env: Envelope, origin: str, wait: float) -> AttemptOutcome:
         delay = policy.deferral_delay(
             open_remaining=wait, jitter_cap=max(1.0, self._s.breaker_reset_timeout / 10),
             rng=self._rng,
         )
         if env.deferred_seconds + delay > self._s.breaker_max_deferral_seconds:
-            self._dead_letter(
+            return self._dead_letter(
                 env, ErrorType.CIRCUIT_OPEN,
                 f"circuit breaker for {origin} stayed open for {env.deferred_seconds:.0f} s", {},
             )
-            return None
         metrics.WEBHOOK_DEFERRALS.inc()
         env = env.model_copy(update={"deferred_seconds": env.deferred_seconds + delay})
         now = self._clock()
-        self._write_status(env, Status.RETRYING, now,
-                           error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"),
-                           next_at=now + delay)
-        return Followup(env, delay)
+        self._ledger.reschedule(env, now, due_at=now + delay,
+                                error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"))
+        return AttemptOutcome.DEFERRED
 
-    def dead_letter(self, env: Envelope, error_type: ErrorType, message: str) -> None:
+    def dead_letter(self, env: Envelope, error_type: ErrorType, message: str) -> AttemptOutcome:
         """Settle a webhook as failed from outside an attempt (poison message, time limit)."""
-        self._dead_letter(env, error_type, message, {})
+        return self._dead_letter(env, error_type, message, {})
 
     def _dead_letter(
         self, env: Envelope, error_type: ErrorType, message: str, headers: dict[str, str],
         status_code: int | None = None,
-    ) -> None:
-        now = self._clock()
-        history = env.history
-        if not history or history[-1].error_type != error_type:
-            history = [*history, Attempt(at=now, error_type=error_type, message=message,
-                                         status_code=status_code)]
-        self._dlq.put(DeadLetter(
-            webhook_id=env.webhook_id, report_id=env.report_id, destination=env.url,
-            event=env.event, payload=env.payload, headers=signing.without_secrets(headers),
-            attempts=history, error_type=error_type, error=message,
-            correlation_id=env.correlation_id, created_at=env.created_at, failed_at=now,
-            replay_count=env.replay_count,
-        ))
-        self._write_status(env, Status.FAILED, now, error=(error_type, message),
-                           status_code=status_code)
+    ) -> AttemptOutcome:
+        self._ledger.dead_letter(env, self._clock(), error_type=error_type, message=message,
+                                 headers=signing.without_secrets(headers), status_code=status_code)
         metrics.WEBHOOK_DELIVERIES.labels(outcome="failed").inc()
         metrics.DLQ_WRITES.labels(error_type=str(error_type)).inc()
         log.warning("webhook dead-lettered", extra={
             "webhook_id": env.webhook_id, "error_type": str(error_type), "error": message})
-
-    def _write_status(
-        self, env: Envelope, status: Status, now: float, *,
-        error: tuple[str, str] | None = None, status_code: int | None = None,
-        next_at: float | None = None,
-    ) -> None:
-        self._statuses.put(WebhookStatus(
-            webhook_id=env.webhook_id, report_id=env.report_id, destination=env.url,
-            event=env.event, status=status, attempts=env.attempts,
-            last_error=error[1] if error else None,
-            last_error_type=error[0] if error else None,
-            last_status_code=status_code, next_attempt_at=next_at,
-            created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
-        ))
+        return AttemptOutcome.DEAD_LETTERED
 
 
 def _iso(ts: float) -> str:

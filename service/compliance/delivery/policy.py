@@ -105,11 +105,19 @@ def retry_delay(
     return delay
 
 
+class Action(StrEnum):
+    """The step after an attempt."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do after an attempt: done, retry after ``delay`` seconds, or dead-letter."""
 
-    action: str  # "delivered" | "retry" | "dead_letter"
+    action: Action
     delay: float = 0.0
 
 
@@ -122,10 +130,10 @@ def decide(
 ) -> Decision:
     """Next step after ``attempts_made`` attempts (including this one)."""
     if outcome.delivered:
-        return Decision("delivered")
+        return Decision(Action.DELIVERED)
     if outcome.retryable and attempts_made <= max_retries:
-        return Decision("retry", delay_if_retry)
-    return Decision("dead_letter")
+        return Decision(Action.RETRY, delay_if_retry)
+    return Decision(Action.DEAD_LETTER)
 
 
 def deferral_delay(*, open_remaining: float, jitter_cap: float, rng: random.Random) -> float:

@@ -1,20 +1,30 @@
-"""Producer side: create the pending record, enqueue the first attempt, replay dead letters."""
+"""Producer side: record a webhook (the truth), signal it, and replay dead letters."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from celery import Celery
-
-from compliance.delivery.models import Envelope
-from compliance.delivery.tasks import enqueue
-from compliance.settings import Settings
+from compliance.delivery.dispatch import Dispatcher
+from compliance.delivery.ledger import Ledger
+from compliance.delivery.models import Envelope, envelope_from_dead_letter
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
-from compliance.store.records import DeadLetter, Status, WebhookStatus
-from compliance.store.statuses import StatusStore
+from compliance.store.records import DeadLetter
+
+log = logging.getLogger(__name__)
+
+
+class ReplayOutcome(StrEnum):
+    """What replaying one dead letter did."""
+
+    REPLAYED = "replayed"
+    MISSING = "missing"
+    BUSY = "busy"  # another replay holds it right now
+    FAILED = "failed"
 
 
 def new_webhook_id() -> str:
@@ -23,50 +33,46 @@ def new_webhook_id() -> str:
 
 
 class Submitter:
-    """Puts webhooks on the delivery queue with their status record."""
+    """Records webhooks with their envelope, then signals the delivery queue."""
 
-    def __init__(
-        self, *, celery: Celery, statuses: StatusStore, dead_letters: DeadLetterStore,
-        settings: Settings,
-    ) -> None:
-        self._celery = celery
-        self._statuses = statuses
+    def __init__(self, *, ledger: Ledger, dispatcher: Dispatcher, dead_letters: DeadLetterStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._ledger = ledger
+        self._dispatcher = dispatcher
         self._dlq = dead_letters
-        self._settings = settings
+        self._clock = clock
 
     def submit(self, env: Envelope) -> None:
-        """Record ``pending`` then enqueue; the record is removed again if the broker refuses."""
-        now = time.time()
-        self._statuses.put(WebhookStatus(
-            webhook_id=env.webhook_id, report_id=env.report_id, destination=env.url,
-            event=env.event, status=Status.PENDING, attempts=env.attempts,
-            created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
-        ))
-        try:
-            enqueue(self._celery, env, queue=self._settings.delivery_queue_name)
-        except Exception:
-            self._statuses.delete(env.webhook_id)
-            raise
+        """Record ``pending`` with the envelope (one transaction), then signal it.
 
-    def replay(self, webhook_id: str) -> str:
-        """Re-enqueue one dead letter with the same id and a fresh attempt budget.
-
-        Returns ``replayed``, ``missing`` or ``busy`` (another replay holds it right now).
+        Once the record is written the webhook is accepted: a signal that cannot be published
+        (or is lost later) is sent again by the sweeper when the record's signal lease lapses.
         """
+        self._ledger.accept(env, self._clock())
+        try:
+            self._dispatcher.signal([env.webhook_id])
+        except Exception as exc:
+            log.warning("delivery signal not published; the sweeper will send it", extra={
+                "webhook_id": env.webhook_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
+
+    def replay(self, webhook_id: str) -> ReplayOutcome:
+        """Re-enqueue one dead letter with the same id and a fresh attempt budget."""
         entry = self._dlq.claim(webhook_id)
         if entry is None:
-            return "busy" if self._dlq.get(webhook_id) is not None else "missing"
+            return (ReplayOutcome.BUSY if self._dlq.get(webhook_id) is not None
+                    else ReplayOutcome.MISSING)
         try:
             self.submit(envelope_from_dead_letter(entry))
         except Exception:
             self._dlq.release(webhook_id)
             raise
         self._dlq.remove(webhook_id, replay_count=entry.replay_count)
-        return "replayed"
+        return ReplayOutcome.REPLAYED
 
     def replay_many(
         self, selector: DeadLetterFilter, *, limit: int, dry_run: bool,
-        rate_per_second: float | None = None, on_progress: Callable[[str], None] | None = None,
+        rate_per_second: float | None = None,
+        on_progress: Callable[[ReplayOutcome], None] | None = None,
     ) -> ReplayCounts:
         """Replay up to ``limit`` selected entries (or only count them when ``dry_run``)."""
         counts = ReplayCounts()
@@ -82,9 +88,9 @@ class Submitter:
             except Exception as exc:  # one broken entry must not stop a bulk replay
                 counts.failed += 1
                 counts.errors.append(f"{entry.webhook_id}: {exc}")
-                outcome = "failed"
+                outcome = ReplayOutcome.FAILED
             else:
-                if outcome == "replayed":
+                if outcome is ReplayOutcome.REPLAYED:
                     counts.replayed += 1
                 else:
                     counts.skipped += 1
@@ -104,15 +110,6 @@ class ReplayCounts:
     skipped: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def envelope_from_dead_letter(entry: DeadLetter) -> Envelope:
-    """Same webhook id and payload; attempts, history and deferral start over."""
-    return Envelope(
-        webhook_id=entry.webhook_id, url=entry.destination, event=entry.event,
-        payload=entry.payload, correlation_id=entry.correlation_id, report_id=entry.report_id,
-        created_at=entry.created_at, replay_count=entry.replay_count + 1,
-    )
 
 
 def _take(items: Iterator[DeadLetter], limit: int) -> Iterator[DeadLetter]:

@@ -34,8 +34,13 @@ WEBHOOK_DEFERRALS = Counter(
 )
 WEBHOOK_DUPLICATES = Counter(
     "webhook_duplicate_deliveries_skipped_total",
-    "Redelivered tasks skipped because the webhook was already delivered.",
+    "Delivery signals dropped: the webhook was settled, not due yet, or held by another worker.",
 )
+WEBHOOK_RECOVERED = Counter(
+    "webhook_leases_recovered_total",
+    "Webhooks signalled again after their lease lapsed (a lost signal or a dead worker).",
+)
+SWEEP_ERRORS = Counter("webhook_sweep_errors_total", "Sweeps that failed (Redis unreachable).")
 WEBHOOK_DELIVERY_DURATION = Histogram(
     "webhook_delivery_duration_seconds", "Duration of one delivery attempt.",
     buckets=DELIVERY_BUCKETS,
@@ -81,6 +86,17 @@ class RedisStateCollector(Collector):
         yield queue
         yield GaugeMetricFamily("celery_tasks_in_flight", "Tasks reserved by workers, not acked.",
                                 value=float(state["in_flight"]))  # type: ignore[arg-type]
+        schedule = dict(state.get("schedule") or {})  # type: ignore[call-overload]
+        if schedule:
+            yield GaugeMetricFamily(
+                "webhooks_scheduled", "Webhooks waiting for a retry or a breaker (due later).",
+                value=float(schedule["scheduled"]))
+            yield GaugeMetricFamily(
+                "webhooks_due", "Scheduled webhooks already due (the sweeper signals them).",
+                value=float(schedule["due_now"]))
+            yield GaugeMetricFamily(
+                "webhooks_leased", "Webhooks signalled or held by a worker (ready or in flight).",
+                value=float(schedule["leased"]))
         breakers = GaugeMetricFamily(
             "circuit_breaker_state",
             "Circuit breaker state per destination (0 closed, 1 half-open, 2 open).",

@@ -19,12 +19,12 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import Submitter
+from compliance.messaging import REPORT_TASK
 from compliance.observability import metrics
 from compliance.reports.facade import ComplianceFacade, ReportDocument
 from compliance.reports.storage import ReportStorage, StorageError, document_key, evidence_key
 from compliance.settings import Settings
 from compliance.store.reports import FINAL, ReportRecord, ReportStatus, ReportStore
-from compliance.worker.app import REPORT_TASK
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,7 @@ class Workflow:
         self._submit(record, COMPLETED_EVENT, completed_payload(self._s, record, summary))
         self._records.put(record.model_copy(update={
             "status": ReportStatus.COMPLETED, "summary": summary, "finished_at": time.time()}))
+        metrics.REPORTS.labels(outcome="completed").inc()
         log.info("report completed", extra={"report_id": report_id, "score": summary["score"]})
         return "completed"
 
@@ -192,6 +193,7 @@ class Workflow:
         self._records.put(record.model_copy(update={
             "status": ReportStatus.FAILED, "error": reason, "error_type": error_type,
             "finished_at": time.time()}))
+        metrics.REPORTS.labels(outcome="failed").inc()
         log.warning("report failed", extra={"report_id": report_id, "error_type": error_type,
                                             "error": reason})
 

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import time
+from enum import StrEnum
 
 import redis
 
 from compliance.store import keys
 from compliance.store.records import STATE_VALUES, BreakerState
 
-__all__ = ["STATE_VALUES", "BreakerState", "BreakerStore"]
+__all__ = ["STATE_VALUES", "BreakerDecision", "BreakerResult", "BreakerState", "BreakerStore"]
+
+
+class BreakerDecision(StrEnum):
+    """May a request go to a destination now?"""
+
+    ALLOW = "allow"
+    PROBE = "probe"  # the one half-open probe of the fleet
+    DENY = "deny"
+
+
+class BreakerResult(StrEnum):
+    """What one attempt tells the breaker."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    NEUTRAL = "neutral"  # a throttle or a 4xx: the destination works as designed
 
 # KEYS[1]: breaker hash. ARGV: now, reset_timeout, probe_lease.
 # Returns {decision, seconds}: decision is allow | probe | deny; seconds is the wait when denied.
@@ -91,24 +108,24 @@ class BreakerStore:
         self._acquire = client.register_script(_ACQUIRE)
         self._record = client.register_script(_RECORD)
 
-    def acquire(self, destination: str, now: float | None = None) -> tuple[str, float]:
+    def acquire(self, destination: str, now: float | None = None) -> tuple[BreakerDecision, float]:
         """May a request go to ``destination``? (allow | probe | deny, seconds to wait)."""
         now = time.time() if now is None else now
         decision, seconds = self._acquire(
             keys=[keys.breaker_key(destination)],
             args=[repr(now), self.reset_timeout, self.probe_lease],
         )
-        return str(decision), float(seconds)
+        return BreakerDecision(_text(decision)), float(seconds)
 
     def record(
-        self, destination: str, result: str, *, was_probe: bool, now: float | None = None
+        self, destination: str, result: BreakerResult, *, was_probe: bool, now: float | None = None
     ) -> str:
         """Feed one result (success | failure | neutral) into the breaker; returns its state."""
         now = time.time() if now is None else now
         return str(
             self._record(
                 keys=[keys.breaker_key(destination), keys.BREAKER_INDEX],
-                args=[repr(now), result, self.threshold, destination, "1" if was_probe else "0"],
+                args=[repr(now), str(result), self.threshold, destination, "1" if was_probe else "0"],
             )
         )
 
@@ -157,3 +174,7 @@ def _state(destination: str, raw: dict[str, str]) -> BreakerState:
         times_opened=int(raw.get("times_opened", 0)),
         updated_at=float(updated) if updated else None,
     )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from compliance.settings import Settings
 from compliance.store import keys
@@ -75,13 +76,16 @@ class DeadLetterStore:
         self._settings = settings
         self._remove_replayed = client.register_script(_REMOVE_REPLAYED)
 
-    def put(self, entry: DeadLetter) -> None:
-        """Store ``entry`` with the dead-letter TTL and index it by failure time."""
-        pipe = self._r.pipeline(transaction=True)
+    def put(self, entry: DeadLetter, pipe: Pipeline | None = None) -> None:
+        """Store ``entry`` with the dead-letter TTL and index it by failure time (on ``pipe``,
+        when given, so that it commits with the caller's other writes)."""
+        own = pipe is None
+        pipe = self._r.pipeline(transaction=True) if pipe is None else pipe
         pipe.set(keys.dead_letter_key(entry.webhook_id), entry.model_dump_json(),
                  ex=self._settings.dead_letter_ttl)
         pipe.zadd(keys.DEAD_LETTER_INDEX, {entry.webhook_id: entry.failed_at})
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def get(self, webhook_id: str) -> DeadLetter | None:
         """The entry, or None."""

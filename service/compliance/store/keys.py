@@ -7,7 +7,12 @@ STATUS_INDEX_ALL = "compliance:index:statuses"
 STATUS_INDEX_BY = "compliance:index:statuses:"
 DEAD_LETTER_INDEX = "compliance:index:dead_letters"
 REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
-DELIVERY_RUNS_PREFIX = "compliance:delivery_runs:"
+# Durable delivery: one hash per live webhook (envelope, lease, run count) that expires with its
+# status record, and two sorted sets of webhook ids: due later (score: due time) and signalled or
+# taken by a worker (score: when the lease lapses and the sweeper signals it again).
+WEBHOOK_PREFIX = "compliance:webhook:"
+DUE_INDEX = "compliance:schedule:due"
+LEASE_INDEX = "compliance:schedule:leased"
 BREAKER_PREFIX = "compliance:breaker:"
 BREAKER_INDEX = "compliance:index:breakers"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
@@ -38,3 +43,8 @@ def breaker_key(destination: str) -> str:
 def report_key(report_id: str) -> str:
     """Key of a report's record."""
     return f"{REPORT_PREFIX}{report_id}"
+
+
+def webhook_key(webhook_id: str) -> str:
+    """Hash holding a live webhook's envelope, lease and run count."""
+    return f"{WEBHOOK_PREFIX}{webhook_id}"

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
+from redis.client import Pipeline
 
 from compliance.settings import Settings
 from compliance.store import keys
@@ -70,8 +71,9 @@ class StatusStore:
         self._settings = settings
         self._put = client.register_script(_PUT)
 
-    def put(self, record: WebhookStatus) -> None:
-        """Write ``record`` with its status's TTL and index it under that status."""
+    def put(self, record: WebhookStatus, pipe: Pipeline | None = None) -> None:
+        """Write ``record`` with its status's TTL and index it under that status (on ``pipe``,
+        when given, so that it commits with the caller's other writes)."""
         self._put(
             keys=[
                 keys.status_key(record.webhook_id),
@@ -86,6 +88,7 @@ class StatusStore:
                 record.status.value,
                 keys.STATUS_INDEX_BY,
             ],
+            client=pipe,
         )
 
     def get(self, webhook_id: str) -> WebhookStatus | None:

@@ -3,9 +3,9 @@
 Building the app reads settings and opens nothing; connections start with the worker.
 """
 
+from compliance.messaging import create_celery_app
 from compliance.settings import Settings
 from compliance.worker import signals
-from compliance.worker.app import create_celery_app
 
 app = create_celery_app(Settings())
 signals.connect(app)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
+from compliance.messaging import REPORT_TASK
 from compliance.observability import metrics
-from compliance.worker.app import REPORT_TASK
-
-if TYPE_CHECKING:
-    from compliance.worker.runtime import Runtime
+from compliance.wiring import Container, process_container
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +18,9 @@ log = logging.getLogger(__name__)
 @shared_task(name=REPORT_TASK, bind=True, ignore_result=True)
 def generate_report(self: Task, report_id: str) -> None:
     """Generate one report (prefork pool; the soft time limit settles it as failed)."""
-    from compliance.worker.runtime import get_runtime
-
     started = time.monotonic()
     try:
-        outcome = _generate(self, get_runtime(self.app.settings), report_id)
+        outcome = _generate(self, process_container(self.app.settings), report_id)
     except Retry:  # _generate scheduled a run after a pause
         metrics.TASKS.labels(task="generate_report", state="error").inc()
         raise
@@ -41,7 +36,7 @@ def generate_report(self: Task, report_id: str) -> None:
     metrics.TASK_DURATION.labels(task="generate_report").observe(time.monotonic() - started)
 
 
-def _generate(task: Task, rt: Runtime, report_id: str) -> str:
+def _generate(task: Task, rt: Container, report_id: str) -> str:
     try:
         return rt.report_workflow.generate(report_id)
     except SoftTimeLimitExceeded:

@@ -1,4 +1,5 @@
-"""Worker lifecycle hooks: logging, per-process clients, metrics endpoint, correlation ids."""
+"""Worker lifecycle hooks: logging, per-process clients, metrics endpoint, correlation ids, and
+the delivery sweeper in every worker that consumes the delivery queue."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ from compliance.observability import metrics
 from compliance.observability.logs import configure_logging
 from compliance.redis_client import check_eviction_policy, create_redis
 from compliance.settings import Settings
-from compliance.worker import runtime
+from compliance.wiring import forget_process, process_container
 
 log = logging.getLogger(__name__)
 HEADER = "correlation_id"
+_sweeper_stop: list[Any] = []
+
+
+def _consumes_deliveries(sender: Any, settings: Settings) -> bool:
+    """True for a worker (or its consumer) that reads the delivery queue."""
+    app = getattr(sender, "app", None)
+    if app is None:
+        return False
+    consuming = app.amqp.queues.consume_from or app.amqp.queues
+    return settings.delivery_queue_name in consuming
 
 
 def connect(app: Celery) -> None:
@@ -29,7 +40,13 @@ def connect(app: Celery) -> None:
         configure_logging(settings.log_level, service="worker")
 
     @signals.worker_init.connect(weak=False)
-    def _init(**_: Any) -> None:
+    def _init(sender: Any = None, **_: Any) -> None:
+        if _consumes_deliveries(sender, settings):
+            problems = settings.signing_problems()
+            if problems:
+                # Exit non-zero: a supervisor must see a worker that cannot sign as broken.
+                log.critical("; ".join(problems))
+                raise SystemExit(2)
         warning = check_eviction_policy(create_redis(settings))
         if warning:
             log.warning(warning)
@@ -40,7 +57,19 @@ def connect(app: Celery) -> None:
 
     @signals.worker_process_init.connect(weak=False)
     def _after_fork(**_: Any) -> None:
-        runtime.reset()
+        forget_process()
+
+    @signals.worker_ready.connect(weak=False)
+    def _start_sweeper(sender: Any = None, **_: Any) -> None:
+        if _consumes_deliveries(sender, settings):
+            _sweeper_stop.append(process_container(settings).sweeper.start())
+            log.info("delivery sweeper started",
+                     extra={"interval": settings.delivery_sweep_interval})
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _stop_sweeper(**_: Any) -> None:
+        for stop in _sweeper_stop:
+            stop.set()
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _process_exit(pid: int | None = None, **_: Any) -> None:

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AdminAuth, ServicesDep
+from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
 from compliance.api.errors import APIError
+from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
 
@@ -32,7 +33,7 @@ class DeadLetterPage(BaseModel):
 
 @router.get("/dead-letters", response_model=DeadLetterPage)
 async def list_dead_letters(
-    services: ServicesDep,
+    dead_letters: DeadLettersDep,
     error_type: Annotated[str | None, Query(max_length=64)] = None,
     destination: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -40,16 +41,16 @@ async def list_dead_letters(
 ) -> DeadLetterPage:
     """Dead letters filtered by error type and destination prefix; total counts the matches."""
     selector = DeadLetterFilter(error_type=error_type, destination=destination)
-    page = await asyncio.to_thread(services.dead_letters.counted_page, selector,
+    page = await asyncio.to_thread(dead_letters.counted_page, selector,
                                    limit=limit, offset=offset)
     return DeadLetterPage(items=page.items, offset=offset, limit=limit, total=page.total,
                           total_exact=page.total_exact)
 
 
 @router.get("/dead-letters/{webhook_id}", response_model=DeadLetter)
-async def get_dead_letter(webhook_id: str, services: ServicesDep) -> DeadLetter:
+async def get_dead_letter(webhook_id: str, dead_letters: DeadLettersDep) -> DeadLetter:
     """One dead letter."""
-    entry = await asyncio.to_thread(services.dead_letters.get, webhook_id)
+    entry = await asyncio.to_thread(dead_letters.get, webhook_id)
     if entry is None:
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
     return entry
@@ -64,12 +65,12 @@ class ReplayOne(BaseModel):
 
 
 @router.post("/dead-letters/{webhook_id}/replay", response_model=ReplayOne, status_code=202)
-async def replay_dead_letter(webhook_id: str, services: ServicesDep) -> ReplayOne:
+async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> ReplayOne:
     """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
-    outcome = await asyncio.to_thread(services.submitter.replay, webhook_id)
-    if outcome == "missing":
+    outcome = await asyncio.to_thread(submitter.replay, webhook_id)
+    if outcome is ReplayOutcome.MISSING:
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
-    if outcome == "busy":
+    if outcome is ReplayOutcome.BUSY:
         raise APIError(409, "replay_in_progress", f"webhook {webhook_id} is being replayed")
     return ReplayOne(webhook_id=webhook_id, replayed=True,
                      status_url=f"/webhook-statuses/{webhook_id}")
@@ -100,13 +101,13 @@ class BulkReplayResult(BaseModel):
 
 
 @router.post("/dead-letters/replay", response_model=BulkReplayResult)
-async def replay_dead_letters(body: BulkReplay, services: ServicesDep) -> BulkReplayResult:
+async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep) -> BulkReplayResult:
     """Replay the selected dead letters, up to ``limit``."""
     selector = DeadLetterFilter(
         error_type=body.error_type, destination=body.destination,
         older_than_seconds=body.older_than_seconds, newer_than_seconds=body.newer_than_seconds,
     )
-    counts = await asyncio.to_thread(services.submitter.replay_many, selector,
+    counts = await asyncio.to_thread(submitter.replay_many, selector,
                                      limit=body.limit, dry_run=body.dry_run)
     return BulkReplayResult(matched=counts.matched, replayed=counts.replayed,
                             skipped=counts.skipped, failed=counts.failed, dry_run=body.dry_run)

@@ -1,7 +1,4 @@
-"""Report routes: ``POST /reports``, ``GET /reports/{id}``, ``/reports/{id}/content``, ``/frameworks``.
-
-``install`` is found by the app factory's ``default_extensions``.
-"""
+"""Report routes: ``POST /reports``, ``GET /reports/{id}``, ``/reports/{id}/content``, ``/frameworks``."""
 
 from __future__ import annotations
 
@@ -11,26 +8,25 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from asgi_correlation_id import correlation_id
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import ProducerAuth, ServicesDep
+from compliance.api.deps import ContainerDep, ProducerAuth
 from compliance.api.errors import APIError, field_error
 from compliance.api.json_limits import check_json_depth
 from compliance.api.routes.webhooks import check_url, shed_load
-from compliance.api.services import Services
 from compliance.delivery.submit import new_webhook_id
-from compliance.reports import render, service
-from compliance.reports.facade import ComplianceFacade, FrameworkInfo, load_facade
-from compliance.reports.storage import ReportStorage, StorageError, StorageNotFoundError, build_storage
+from compliance.reports import render, workflow
+from compliance.reports.facade import ComplianceFacade, FrameworkInfo
+from compliance.reports.storage import ReportStorage, StorageError, StorageNotFoundError
 from compliance.store.reports import ReportRecord, ReportStatus, ReportStore
-from compliance.worker.runtime import report_store
+from compliance.wiring import Container
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-ReportId = Annotated[str, Path(pattern=service.REPORT_ID_PATTERN, description="A report id (rpt_...).")]
+ReportId = Annotated[str, Path(pattern=workflow.REPORT_ID_PATTERN, description="A report id (rpt_...).")]
 
 
 @dataclass
@@ -58,7 +54,7 @@ class Reports:
 
 
 def get_reports(request: Request) -> Reports:
-    """The report clients built by ``install``."""
+    """The report clients built by ``build_reports`` in the app factory."""
     reports: Reports = request.app.state.reports
     return reports
 
@@ -66,33 +62,23 @@ def get_reports(request: Request) -> Reports:
 ReportsDep = Annotated[Reports, Depends(get_reports)]
 
 
-def build_reports(services: Services) -> Reports:
+def build_reports(container: Container) -> Reports:
     """Build facade and storage; a failure is reported by /health instead of stopping the API."""
-    settings = services.settings
     facade: ComplianceFacade | None = None
     storage: ReportStorage | None = None
     facade_error = storage_error = None
     try:
-        facade = load_facade(settings)
+        facade = container.facade
     except Exception as exc:
         facade_error = f"{type(exc).__name__}: {exc}"[:500]
         log.error("compliance facade failed to load", extra={"error": facade_error})
     try:
-        storage = build_storage(settings)
+        storage = container.storage
     except Exception as exc:
         storage_error = f"{type(exc).__name__}: {exc}"[:500]
         log.error("report storage failed to build", extra={"error": storage_error})
-    return Reports(records=report_store(services.redis, settings), facade=facade, storage=storage,
+    return Reports(records=container.reports, facade=facade, storage=storage,
                    facade_error=facade_error, storage_error=storage_error)
-
-
-def install(app: FastAPI, services: Services) -> None:
-    """Register the routes and the facade/storage health probes."""
-    reports = build_reports(services)
-    app.state.reports = reports
-    services.extras["facade_probe"] = lambda: reports.need_facade().health()
-    services.extras["storage_probe"] = lambda: reports.need_storage().probe()
-    app.include_router(router)
 
 
 class ReportRequest(BaseModel):
@@ -131,7 +117,7 @@ def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evide
     known = [f.id for f in facade.frameworks()]
     if body.framework not in known:
         raise field_error("body.framework", f"unknown framework; known: {', '.join(known)}")
-    size = service.json_size(body.evidence)
+    size = workflow.json_size(body.evidence)
     if size > max_evidence_bytes:
         message = f"evidence is {size} bytes of JSON; the limit is {max_evidence_bytes}"
         raise APIError(413, "payload_too_large", f"body.evidence: {message}",
@@ -144,25 +130,25 @@ def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evide
             f"body.evidence{'.' + p.path if p.path else ''}: {p.message}" for p in problems[:5]),
             details=[{"field": f"body.evidence{'.' + p.path if p.path else ''}", "message": p.message}
                      for p in problems])
-    if service.json_size(body.metadata) > max_metadata_bytes:
+    if workflow.json_size(body.metadata) > max_metadata_bytes:
         raise field_error("body.metadata", f"larger than {max_metadata_bytes} bytes of JSON")
 
 
 @router.post("/reports", status_code=202, response_model=ReportAccepted, dependencies=[ProducerAuth])
-async def submit_report(body: ReportRequest, services: ServicesDep, reports: ReportsDep,
+async def submit_report(body: ReportRequest, container: ContainerDep, reports: ReportsDep,
                         request: Request) -> ReportAccepted:
     """Accept a report: validate, store the evidence, queue generation."""
-    settings = services.settings
+    settings = container.settings
     facade = reports.need_facade()
     validate_request(body, facade, max_evidence_bytes=settings.max_evidence_bytes,
                      max_metadata_bytes=settings.max_metadata_bytes,
                      max_json_depth=settings.max_json_depth)
-    await check_url(services, body.webhook_url, "body.webhook_url")
-    await shed_load(services, settings.queue_name)
+    await check_url(settings, body.webhook_url, "body.webhook_url")
+    await shed_load(container, settings.queue_name)
     storage = reports.need_storage()
     try:
         accepted = await asyncio.to_thread(
-            service.accept, celery=services.celery, records=reports.records, storage=storage,
+            workflow.accept, celery=container.celery, records=reports.records, storage=storage,
             settings=settings, framework=body.framework, subject=body.subject,
             evidence=body.evidence, webhook_url=body.webhook_url, metadata=body.metadata,
             correlation_id=correlation_id.get() or "", webhook_id=new_webhook_id())
@@ -200,7 +186,7 @@ async def get_report_content(
     storage = reports.need_storage()
     try:
         # The document may outlive its Redis record (storage keeps it; the record has a TTL).
-        document = await asyncio.to_thread(service.load_document, storage, report_id)
+        document = await asyncio.to_thread(workflow.load_document, storage, report_id)
     except StorageNotFoundError as exc:
         raise APIError(404, "not_found", f"no report {report_id}") from exc
     except StorageError as exc:

@@ -9,15 +9,23 @@ from asgi_correlation_id import correlation_id
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AdminAuth, ProducerAuth, ServicesDep
+from compliance.api.deps import (
+    AdminAuth,
+    ContainerDep,
+    ProducerAuth,
+    SettingsDep,
+    StatusesDep,
+    SubmitterDep,
+)
 from compliance.api.errors import APIError, field_error
 from compliance.api.json_limits import check_json_depth
-from compliance.api.services import Services
 from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
+from compliance.settings import Settings
 from compliance.store.records import Status, WebhookStatus
 from compliance.store.statuses import decode_cursor
+from compliance.wiring import Container
 
 router = APIRouter()
 
@@ -50,9 +58,8 @@ class StatusPage(BaseModel):
     total: int
 
 
-async def check_url(services: Services, url: str, field: str) -> None:
+async def check_url(settings: Settings, url: str, field: str) -> None:
     """422 naming ``field`` when the URL fails the outbound check."""
-    settings = services.settings
     try:
         target = ssrf.parse_target(url, https_only=settings.https_only,
                                    allowed_ports=settings.allowed_ports)
@@ -62,31 +69,35 @@ async def check_url(services: Services, url: str, field: str) -> None:
         raise field_error(field, exc.reason) from exc
 
 
-async def shed_load(services: Services, queue: str) -> None:
+async def shed_load(container: Container, queue: str) -> None:
     """503 + Retry-After when ``queue`` is past the configured length."""
-    length = await asyncio.to_thread(services.queue_lengths)
-    if length.get(queue, 0) >= services.settings.max_queue_length:
+    length = await asyncio.to_thread(container.queue_lengths)
+    settings = container.settings
+    if length.get(queue, 0) >= settings.max_queue_length:
         raise APIError(503, "overloaded", f"queue {queue} is full; retry later",
-                       headers={"Retry-After": str(services.settings.shed_retry_after_seconds)})
+                       headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
 @router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth])
-async def submit_webhook(body: WebhookRequest, services: ServicesDep, request: Request) -> Accepted:
+async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitter: SubmitterDep,
+                         request: Request) -> Accepted:
     """Accept a webhook and queue its delivery."""
-    check_json_depth(body.payload, limit=services.settings.max_json_depth, field="body.payload")
-    await check_url(services, body.url, "body.url")
-    await shed_load(services, services.settings.delivery_queue_name)
+    settings = container.settings
+    check_json_depth(body.payload, limit=settings.max_json_depth, field="body.payload")
+    await check_url(settings, body.url, "body.url")
+    await shed_load(container, settings.delivery_queue_name)
     cid = correlation_id.get() or ""
     env = Envelope(webhook_id=new_webhook_id(), url=body.url, event=body.event,
                    payload=body.payload, correlation_id=cid)
-    await asyncio.to_thread(services.submitter.submit, env)
+    await asyncio.to_thread(submitter.submit, env)
     return Accepted(webhook_id=env.webhook_id, correlation_id=cid,
                     status_url=str(request.url_for("get_webhook_status", webhook_id=env.webhook_id)))
 
 
 @router.get("/webhook-statuses", response_model=StatusPage, dependencies=[ProducerAuth])
 async def list_webhook_statuses(
-    services: ServicesDep,
+    statuses: StatusesDep,
+    settings: SettingsDep,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -97,16 +108,16 @@ async def list_webhook_statuses(
             decode_cursor(cursor)
         except ValueError as exc:
             raise field_error("query.cursor", "malformed cursor") from exc
-    page = await asyncio.to_thread(services.statuses.page, status=status,
-                                   limit=min(limit, services.settings.max_page_size), cursor=cursor)
+    page = await asyncio.to_thread(statuses.page, status=status,
+                                   limit=min(limit, settings.max_page_size), cursor=cursor)
     return StatusPage(items=page.items, next_cursor=page.next_cursor, total=page.total)
 
 
 @router.get("/webhook-statuses/{webhook_id}", response_model=WebhookStatus,
             dependencies=[ProducerAuth])
-async def get_webhook_status(webhook_id: str, services: ServicesDep) -> WebhookStatus:
+async def get_webhook_status(webhook_id: str, statuses: StatusesDep) -> WebhookStatus:
     """One status record; 404 when unknown or expired."""
-    record = await asyncio.to_thread(services.statuses.get, webhook_id)
+    record = await asyncio.to_thread(statuses.get, webhook_id)
     if record is None:
         raise APIError(404, "not_found", f"no status for webhook {webhook_id}")
     return record
@@ -117,20 +128,24 @@ class CleanupResult(BaseModel):
 
     deleted: int
     status: Status | None
-    older_than_days: float
+    older_than_days: float | None
 
 
 @router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth])
 async def webhook_cleanup(
-    services: ServicesDep,
-    older_than_days: Annotated[float, Query(ge=0, le=3650)],
+    statuses: StatusesDep,
+    older_than_days: Annotated[float | None, Query(ge=0, le=3650)] = None,
     status: Status | None = None,
 ) -> CleanupResult:
     """Delete status records (of ``status``) last changed more than ``older_than_days`` ago.
 
-    ``older_than_days`` is required: a bare POST would otherwise wipe every record, pending and
-    retrying ones included. ``older_than_days=0`` says so explicitly.
+    With a status and no age, every record of that status goes (the seed's
+    ``?status=delivered``). A bare POST that names neither is refused: it would wipe every
+    record, pending and retrying ones included; ``older_than_days=0`` says so explicitly.
     """
-    deleted = await asyncio.to_thread(services.statuses.cleanup, status=status,
-                                      older_than_seconds=older_than_days * 86400)
+    if older_than_days is None and status is None:
+        raise field_error("query.older_than_days",
+                          "name a status, an age, or both (older_than_days=0 means every age)")
+    deleted = await asyncio.to_thread(statuses.cleanup, status=status,
+                                      older_than_seconds=(older_than_days or 0) * 86400)
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

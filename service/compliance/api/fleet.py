@@ -1,0 +1,59 @@
+"""Fleet-wide readings from Redis for ``/metrics`` and ``/health`` (read at request time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compliance.store import broker
+from compliance.store.breakers import STATE_VALUES
+from compliance.wiring import Container
+
+
+def redis_state(container: Container) -> dict[str, object]:
+    """Statuses, DLQ size, queue signals (ready, scheduled, leased), breakers, Redis memory."""
+    s = container.settings
+    container.statuses.prune()
+    in_flight = broker.in_flight(container.redis, prefix=s.broker_key_prefix)
+    schedule = container.schedule.counts(container.clock())
+    memory = container.redis.info("memory")
+    return {
+        "statuses": container.statuses.counts(),
+        "dead_letters": container.dead_letters.size(),
+        "queues": container.queue_lengths(),
+        "in_flight": sum(in_flight.values()),
+        "schedule": {"scheduled": schedule.scheduled, "due_now": schedule.due_now,
+                     "leased": schedule.leased},
+        "breakers": {b.destination: STATE_VALUES.get(b.state, 0) for b in container.breakers.all()},
+        "redis_memory": int(memory.get("used_memory", 0)),
+    }
+
+
+def redis_probe(container: Container) -> dict[str, Any]:
+    """Redis answers a PING."""
+    container.redis.ping()
+    return {"status": "up"}
+
+
+def celery_probe(container: Container) -> dict[str, Any]:
+    """Workers answer a broadcast ping."""
+    replies = container.celery.control.ping(timeout=container.settings.health_celery_timeout)
+    workers = sorted(name for reply in replies for name in reply)
+    if not workers:
+        return {"status": "degraded", "workers": [], "detail": "no worker answered the ping"}
+    return {"status": "up", "workers": workers}
+
+
+def breakers_probe(container: Container) -> dict[str, Any]:
+    """Open and half-open breakers (degraded while any is open)."""
+    breakers = container.breakers.all()
+    open_ = [b.destination for b in breakers if b.state == "open"]
+    half = [b.destination for b in breakers if b.state == "half_open"]
+    return {"status": "degraded" if open_ else "up", "total": len(breakers),
+            "open": open_, "half_open": half}
+
+
+def queue_probe(container: Container) -> dict[str, Any]:
+    """Queue signals apart: ready (lists), scheduled (due later, and due now), leased."""
+    schedule = container.schedule.counts(container.clock())
+    return {"status": "up", "ready": container.queue_lengths(), "scheduled": schedule.scheduled,
+            "due_now": schedule.due_now, "leased": schedule.leased}

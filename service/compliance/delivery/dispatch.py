@@ -1,0 +1,29 @@
+"""Queue signals: a message on the delivery queue that says "webhook X is due", nothing more."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from celery import Celery
+
+from compliance.messaging import DELIVER_TASK
+
+
+class Dispatcher:
+    """Publishes delivery signals on the delivery queue (Celery tasks, so the seed's
+    ``celery inspect`` and ``purge`` keep working)."""
+
+    def __init__(self, celery: Celery, *, queue: str) -> None:
+        self._celery = celery
+        self._queue = queue
+
+    def signal(self, webhook_ids: Iterable[str]) -> int:
+        """One message per id, over one pooled connection; returns how many were sent."""
+        sent = 0
+        with self._celery.producer_or_acquire() as producer:
+            for webhook_id in webhook_ids:
+                self._celery.send_task(
+                    DELIVER_TASK, args=[webhook_id], queue=self._queue, producer=producer,
+                    argsrepr=f"<webhook {webhook_id}>", kwargsrepr="{}")
+                sent += 1
+        return sent

@@ -1,0 +1,80 @@
+"""Every state change of a webhook, written in one MULTI/EXEC: status record, envelope, schedule,
+and dead letter together, so a crash between two writes cannot leave them disagreeing."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from pydantic import ValidationError
+
+from compliance.delivery.models import Envelope, dead_letter, status_record
+from compliance.settings import Settings
+from compliance.store.dead_letters import DeadLetterStore
+from compliance.store.records import DeadLetter, Status
+from compliance.store.schedule import ScheduleStore
+from compliance.store.statuses import StatusStore
+
+log = logging.getLogger(__name__)
+
+
+class Ledger:
+    """Writes a webhook's transitions atomically across the stores."""
+
+    def __init__(self, *, client: redis.Redis, settings: Settings, statuses: StatusStore,
+                 dead_letters: DeadLetterStore, schedule: ScheduleStore) -> None:
+        self._r = client
+        self._s = settings
+        self._statuses = statuses
+        self._dlq = dead_letters
+        self._schedule = schedule
+
+    def accept(self, env: Envelope, now: float) -> None:
+        """``pending`` with its envelope and a signal lease: from here on it cannot be lost."""
+        pipe = self._r.pipeline(transaction=True)
+        self._statuses.put(status_record(env, Status.PENDING, now), pipe)
+        self._schedule.create(pipe, env.webhook_id, env.model_dump_json(),
+                              ttl=self._s.status_ttl_open,
+                              signal_until=now + self._s.delivery_signal_timeout)
+        pipe.execute()
+
+    def delivered(self, env: Envelope, now: float) -> None:
+        """``delivered``; the envelope goes (a delivered webhook is never sent again)."""
+        pipe = self._r.pipeline(transaction=True)
+        self._statuses.put(status_record(env, Status.DELIVERED, now), pipe)
+        self._schedule.finish(pipe, env.webhook_id)
+        pipe.execute()
+
+    def reschedule(self, env: Envelope, now: float, *, due_at: float,
+                   error: tuple[str, str] | None, status_code: int | None = None,
+                   reset_runs: bool = True) -> None:
+        """``retrying`` until ``due_at``, when the sweeper signals it again."""
+        pipe = self._r.pipeline(transaction=True)
+        self._statuses.put(status_record(env, Status.RETRYING, now, error=error,
+                                         status_code=status_code, next_at=due_at), pipe)
+        self._schedule.reschedule(pipe, env.webhook_id, env.model_dump_json(),
+                                  ttl=self._s.status_ttl_open, due_at=due_at,
+                                  reset_runs=reset_runs)
+        pipe.execute()
+
+    def dead_letter(self, env: Envelope, now: float, *, error_type: str, message: str,
+                    headers: dict[str, str], status_code: int | None = None) -> DeadLetter:
+        """``failed`` with its dead letter. An entry that cannot be serialised as it is (say, a
+        payload string with no UTF-8 form) is kept without its payload, and says so: a terminal
+        step must not fail, or the webhook would loop."""
+        entry = dead_letter(env, error_type=error_type, message=message, headers=headers,
+                            now=now, status_code=status_code)
+        try:
+            entry.model_dump_json()
+        except (ValueError, ValidationError) as exc:
+            log.error("dead letter kept without its payload", extra={
+                "webhook_id": env.webhook_id, "error": f"{type(exc).__name__}"})
+            entry = entry.model_copy(update={
+                "payload": {}, "error": f"{message} (payload not kept: it cannot be serialised)"})
+        pipe = self._r.pipeline(transaction=True)
+        self._dlq.put(entry, pipe)
+        self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
+                                         status_code=status_code), pipe)
+        self._schedule.finish(pipe, env.webhook_id)
+        pipe.execute()
+        return entry

@@ -1,0 +1,200 @@
+"""Durable delivery state: the envelope of every live webhook, its lease, and when it is due.
+
+The record in Redis is the truth and a queue message only a signal that a webhook is due. A
+webhook that is not settled is in exactly one of two sorted sets:
+
+- ``due`` (score: when to try next): a retry's backoff or a breaker's deferral;
+- ``leased`` (score: when the lease lapses): a signal is on the queue, or a worker holds it.
+
+The sweeper moves due webhooks to ``leased`` and signals them, and signals again every webhook
+whose lease lapsed (its message was lost, or its worker died). A worker takes a webhook with
+``claim``, which refuses one that is settled, not yet due, or held by another worker, so a
+duplicate signal costs a round trip and never a second send.
+
+State changes that go with a status record are written by the caller in one MULTI/EXEC
+(``pipeline``), so the status, the envelope and the schedule never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+from redis.client import Pipeline
+
+from compliance.store import keys
+
+# KEYS: webhook hash, status record, due, leased. ARGV: id, now, lease until.
+_CLAIM = """
+local env = redis.call('HGET', KEYS[1], 'env')
+if not env then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return {'missing'}
+end
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local ok, rec = pcall(cjson.decode, raw)
+  if ok and (rec['status'] == 'delivered' or rec['status'] == 'failed') then
+    redis.call('DEL', KEYS[1])
+    redis.call('ZREM', KEYS[3], ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    return {'settled'}
+  end
+end
+local due = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if due and tonumber(due) > tonumber(ARGV[2]) then
+  return {'not_due'}
+end
+local held = redis.call('HGET', KEYS[1], 'held_until')
+if held and tonumber(held) > tonumber(ARGV[2]) then
+  return {'busy'}
+end
+local runs = redis.call('HINCRBY', KEYS[1], 'runs', 1)
+redis.call('HSET', KEYS[1], 'held_until', ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return {'claimed', env, tostring(runs)}
+"""
+
+# KEYS: due, leased. ARGV: now, signal lease until, limit, webhook key prefix.
+# Returns ids to signal: first the due ones, then those whose lease lapsed (count in slot 1).
+_SWEEP = """
+local out = {0}
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    table.insert(out, id)
+  end
+end
+out[1] = #out - 1
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
+                          tonumber(ARGV[3]))
+for _, id in ipairs(lapsed) do
+  local h = ARGV[4] .. id
+  if redis.call('EXISTS', h) == 0 then
+    redis.call('ZREM', KEYS[2], id)
+  else
+    redis.call('HDEL', h, 'held_until')
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    table.insert(out, id)
+  end
+end
+return out
+"""
+
+
+class ClaimState(StrEnum):
+    """What ``claim`` found."""
+
+    CLAIMED = "claimed"  # this worker holds the webhook now
+    MISSING = "missing"  # no live record (expired, deleted, or delivered long ago)
+    SETTLED = "settled"  # delivered or failed already: a duplicate signal
+    NOT_DUE = "not_due"  # scheduled later: a stale signal; the sweeper signals it when due
+    BUSY = "busy"  # another worker holds it
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of ``claim``; ``envelope`` (JSON) and ``runs`` only when claimed."""
+
+    state: ClaimState
+    envelope: str | None = None
+    runs: int = 0
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Ids a sweep signalled: ``due`` of them were due, ``recovered`` had a lapsed lease."""
+
+    ids: list[str]
+    due: int
+
+    @property
+    def recovered(self) -> int:
+        """Webhooks whose lease lapsed (lost signal or dead worker)."""
+        return len(self.ids) - self.due
+
+
+@dataclass(frozen=True)
+class ScheduleCounts:
+    """Queue signals apart: scheduled (due later, and due now), and signalled or in flight."""
+
+    scheduled: int
+    due_now: int
+    leased: int
+
+
+class ScheduleStore:
+    """Live webhooks' envelopes, leases and due times."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._r = client
+        self._claim = client.register_script(_CLAIM)
+        self._sweep = client.register_script(_SWEEP)
+
+    def create(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int,
+               signal_until: float) -> None:
+        """A new (or replayed) webhook, about to be signalled; queued on ``pipe``."""
+        key = keys.webhook_key(webhook_id)
+        pipe.delete(key)
+        pipe.hset(key, "env", envelope)
+        pipe.expire(key, ttl)
+        pipe.zrem(keys.DUE_INDEX, webhook_id)
+        pipe.zadd(keys.LEASE_INDEX, {webhook_id: signal_until})
+
+    def reschedule(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int,
+                   due_at: float, reset_runs: bool = True) -> None:
+        """Release the lease and try again at ``due_at`` (a retry or a deferral)."""
+        key = keys.webhook_key(webhook_id)
+        pipe.hset(key, "env", envelope)
+        pipe.hdel(key, "held_until")
+        if reset_runs:
+            pipe.hdel(key, "runs")
+        pipe.expire(key, ttl)
+        pipe.zrem(keys.LEASE_INDEX, webhook_id)
+        pipe.zadd(keys.DUE_INDEX, {webhook_id: due_at})
+
+    def finish(self, pipe: Pipeline, webhook_id: str) -> None:
+        """The webhook is settled (delivered or dead-lettered): nothing of it stays here."""
+        pipe.delete(keys.webhook_key(webhook_id))
+        pipe.zrem(keys.DUE_INDEX, webhook_id)
+        pipe.zrem(keys.LEASE_INDEX, webhook_id)
+
+    def claim(self, webhook_id: str, *, now: float, lease_until: float) -> Claim:
+        """Take a signalled webhook for one attempt (atomic)."""
+        reply = self._claim(
+            keys=[keys.webhook_key(webhook_id), keys.status_key(webhook_id), keys.DUE_INDEX,
+                  keys.LEASE_INDEX],
+            args=[webhook_id, repr(now), repr(lease_until)])
+        state = ClaimState(_text(reply[0]))
+        if state is ClaimState.CLAIMED:
+            return Claim(state, _text(reply[1]), int(reply[2]))
+        return Claim(state)
+
+    def sweep(self, *, now: float, signal_until: float, limit: int) -> Sweep:
+        """Take due and lapsed webhooks for signalling; safe in any number of processes at once."""
+        reply = self._sweep(keys=[keys.DUE_INDEX, keys.LEASE_INDEX],
+                            args=[repr(now), repr(signal_until), limit, keys.WEBHOOK_PREFIX])
+        return Sweep(ids=[_text(x) for x in reply[1:]], due=int(reply[0]))
+
+    def envelope(self, webhook_id: str) -> str | None:
+        """A live webhook's envelope (JSON), or None."""
+        raw = self._r.hget(keys.webhook_key(webhook_id), "env")
+        return None if raw is None else _text(raw)
+
+    def counts(self, now: float) -> ScheduleCounts:
+        """Scheduled (and due now) and leased webhooks."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(keys.DUE_INDEX)
+        pipe.zcount(keys.DUE_INDEX, "-inf", repr(now))
+        pipe.zcard(keys.LEASE_INDEX)
+        scheduled, due_now, leased = pipe.execute()
+        return ScheduleCounts(int(scheduled), int(due_now), int(leased))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,181 @@
+"""The composition root: every long-lived object of every process, built from ``Settings``.
+
+The API, the workers, the CLI (and the replay Job it runs) and the operator's Redis reads ask a
+``Container`` for what they need; nothing else constructs stores, engines or workflows. Tests
+inject a resolver and a clock here. Objects are built on first use, so building a container
+opens no connection.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from functools import cached_property
+
+import redis
+
+from compliance.delivery import ssrf
+from compliance.delivery.dispatch import Dispatcher
+from compliance.delivery.engine import Deliverer
+from compliance.delivery.ledger import Ledger
+from compliance.delivery.runner import DeliveryRunner, Sweeper
+from compliance.delivery.sender import Sender
+from compliance.delivery.submit import Submitter
+from compliance.messaging import ComplianceCelery, create_celery_app
+from compliance.redis_client import create_redis
+from compliance.reports.facade import ComplianceFacade, load_facade
+from compliance.reports.storage import ReportStorage, build_storage
+from compliance.reports.workflow import Workflow
+from compliance.settings import Settings
+from compliance.store import broker
+from compliance.store.breakers import BreakerStore
+from compliance.store.dead_letters import DeadLetterStore
+from compliance.store.reports import ReportStore
+from compliance.store.schedule import ScheduleStore
+from compliance.store.statuses import StatusStore
+
+
+class Container:
+    """Lazily built clients, stores, engines and workflows for one process."""
+
+    def __init__(self, settings: Settings, *, resolver: ssrf.Resolver | None = None,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.resolver = resolver or ssrf.system_resolver
+        self.clock = clock
+        self._rng = rng
+
+    # --- clients -----------------------------------------------------------------------------
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """Pooled Redis client (statuses, DLQ, breakers, schedule, reports)."""
+        return create_redis(self.settings)
+
+    @cached_property
+    def celery(self) -> ComplianceCelery:
+        """A producer-only Celery app (publishes tasks; runs none)."""
+        return create_celery_app(self.settings, include_tasks=False)
+
+    # --- stores ------------------------------------------------------------------------------
+    @cached_property
+    def statuses(self) -> StatusStore:
+        """``webhook_status:{id}`` records."""
+        return StatusStore(self.redis, self.settings)
+
+    @cached_property
+    def dead_letters(self) -> DeadLetterStore:
+        """``dead_letter:webhook:{id}`` entries."""
+        return DeadLetterStore(self.redis, self.settings)
+
+    @cached_property
+    def breakers(self) -> BreakerStore:
+        """Fleet-wide circuit breakers."""
+        s = self.settings
+        return BreakerStore(self.redis, threshold=s.breaker_failure_threshold,
+                            reset_timeout=s.breaker_reset_timeout,
+                            probe_lease=s.connect_timeout + s.read_timeout + 5)
+
+    @cached_property
+    def schedule(self) -> ScheduleStore:
+        """Live webhooks' envelopes, leases and due times."""
+        return ScheduleStore(self.redis)
+
+    @cached_property
+    def reports(self) -> ReportStore:
+        """Report records."""
+        s = self.settings
+        return ReportStore(self.redis, ttl=s.report_ttl,
+                           runs_ttl=s.broker_visibility_timeout * (s.max_redeliveries + 1))
+
+    # --- delivery ----------------------------------------------------------------------------
+    @cached_property
+    def ledger(self) -> Ledger:
+        """Atomic state changes of webhooks."""
+        return Ledger(client=self.redis, settings=self.settings, statuses=self.statuses,
+                      dead_letters=self.dead_letters, schedule=self.schedule)
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """Publishes delivery signals."""
+        return Dispatcher(self.celery, queue=self.settings.delivery_queue_name)
+
+    @cached_property
+    def submitter(self) -> Submitter:
+        """Accepts webhooks and replays dead letters."""
+        return Submitter(ledger=self.ledger, dispatcher=self.dispatcher,
+                         dead_letters=self.dead_letters, clock=self.clock)
+
+    @cached_property
+    def sender(self) -> Sender:
+        """The outbound HTTP client."""
+        s = self.settings
+        return Sender(connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
+                      body_cap=s.response_body_cap, max_connections=s.delivery_concurrency)
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        """The delivery engine (one attempt and its decision)."""
+        return Deliverer(settings=self.settings, ledger=self.ledger, breakers=self.breakers,
+                         sender=self.sender, resolver=self.resolver, rng=self._rng,
+                         clock=self.clock)
+
+    @cached_property
+    def runner(self) -> DeliveryRunner:
+        """The delivery task's body."""
+        return DeliveryRunner(settings=self.settings, schedule=self.schedule, ledger=self.ledger,
+                              deliverer=self.deliverer, clock=self.clock)
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        """Signals due webhooks and recovers lapsed leases."""
+        return Sweeper(settings=self.settings, schedule=self.schedule,
+                       dispatcher=self.dispatcher, clock=self.clock)
+
+    # --- reports -----------------------------------------------------------------------------
+    @cached_property
+    def facade(self) -> ComplianceFacade:
+        """The configured compliance facade (raises when it cannot load)."""
+        return load_facade(self.settings)
+
+    @cached_property
+    def storage(self) -> ReportStorage:
+        """The configured report storage (raises when misconfigured)."""
+        return build_storage(self.settings)
+
+    @cached_property
+    def report_workflow(self) -> Workflow:
+        """Report generation and settlement (worker side)."""
+        return Workflow(settings=self.settings, records=self.reports, storage=self.storage,
+                        facade=self.facade, submitter=self.submitter)
+
+    # --- fleet-wide readings -----------------------------------------------------------------
+    def queue_lengths(self) -> dict[str, int]:
+        """Waiting messages per queue."""
+        prefix = self.settings.broker_key_prefix
+        return {name: broker.queue_length(self.redis, prefix=prefix, queue=name)
+                for name in (self.settings.queue_name, self.settings.delivery_queue_name)}
+
+    def close(self) -> None:
+        """Release pooled connections of whatever was built."""
+        if "redis" in self.__dict__:
+            self.redis.close()
+        if "celery" in self.__dict__:
+            self.celery.close()
+
+
+_process: Container | None = None
+
+
+def process_container(settings: Settings) -> Container:
+    """This process's container (built again after a fork, see ``forget_process``)."""
+    global _process  # noqa: PLW0603 - one container per process by design
+    if _process is None or _process.settings is not settings:
+        _process = Container(settings)
+    return _process
+
+
+def forget_process() -> None:
+    """Drop clients inherited from a parent process (prefork children)."""
+    global _process  # noqa: PLW0603
+    _process = None

@@ -141,6 +141,21 @@ def test_selectors_ports_and_probes_line_up(scenario):
         assert wa["spec"]["scaleTargetRef"]["name"] in deployments
 
 
+def test_api_probes_answer_on_the_real_app(api):
+    """Readiness is /health/ready (Redis: what accepting work needs), so a storage or facade
+    outage keeps the API in its Service; liveness and startup are /health/live (the process)."""
+    _, docs = rendered("helm4", "default")
+    (deployment,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-api")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    paths = {probe: container[probe]["httpGet"]["path"]
+             for probe in ("startupProbe", "livenessProbe", "readinessProbe")}
+    assert paths == {"startupProbe": "/health/live", "livenessProbe": "/health/live",
+                     "readinessProbe": "/health/ready"}
+    for probe, path in paths.items():
+        answer = api.get(path)
+        assert answer.status_code == 200, (probe, path, answer.status_code, answer.text)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_container_is_non_root_and_read_only(scenario):
     _, docs = rendered("helm4", scenario)

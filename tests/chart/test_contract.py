@@ -53,6 +53,7 @@ def test_every_object_in_the_schema_decides_on_unknown_keys():
     ("securityContext.readOnlyRootFilesystem=false", "readOnlyRootFilesystem"),  # no unsafe override
     ("api.resources.request.cpu=1", "request"),                                 # typo inside resources
     ("workers.deliveries.concurrency=0", "concurrency"),
+    ("api.publicBaseUrl=compliance.example.com", "publicBaseUrl"),             # not an http(s) URL
 ])
 def test_the_schema_refuses(version, bad, reason):
     out = template(bad, version=version, check=False)
@@ -66,6 +67,7 @@ def test_the_schema_refuses(version, bad, reason):
     (["operator.replicas=2", "operator.peering.enabled=false"], "needs operator.peering.enabled"),
     (["autoscaler.enabled=true", "operator.enabled=false"], "needs operator.enabled"),
     (["storage.backend=s3"], "needs storage.s3.bucket"),
+    (["config.COMPLIANCE_PUBLIC_BASE_URL=https://x.example"], "set api.publicBaseUrl"),
 ])
 def test_guard_rails_fail_with_a_clear_message(sets, message):
     out = template(*sets, check=False)
@@ -206,3 +208,26 @@ def test_network_policy_admits_exactly_the_clients_that_need_each_port():
     external = docs_of(template("redis.enabled=false", "redis.external.url=redis://r:6379/0").stdout)
     assert not any(p["port"] == 6379 for r in by_kind(external, "NetworkPolicy")[0]["spec"]["ingress"]
                    for p in r["ports"])
+
+
+def _base_urls(docs) -> dict[str, str]:
+    """COMPLIANCE_PUBLIC_BASE_URL of every service container (api and both workers)."""
+    out = {}
+    for deployment in by_kind(docs, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            if "COMPLIANCE_PUBLIC_BASE_URL" in env:
+                out[deployment["metadata"]["name"]] = env["COMPLIANCE_PUBLIC_BASE_URL"]
+    return out
+
+
+def test_links_in_webhooks_point_at_the_api_service_or_the_configured_url():
+    """Report webhooks carry links built from COMPLIANCE_PUBLIC_BASE_URL: never localhost."""
+    docs = docs_of(template().stdout)
+    (service,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-api")]
+    (port,) = service["spec"]["ports"]
+    urls = _base_urls(docs)
+    assert {name.rsplit("-", 1)[-1] for name in urls} >= {"api", "reports", "deliveries"}, urls
+    assert set(urls.values()) == {f"http://{service['metadata']['name']}.compliance.svc:{port['port']}"}
+    custom = _base_urls(docs_of(template("api.publicBaseUrl=https://compliance.example.com/").stdout))
+    assert set(custom.values()) == {"https://compliance.example.com"}

@@ -59,6 +59,9 @@ redis://{{ include "compliance.fullname" . }}-redis:6379/0
 
 {{/* Guard rails that cannot be expressed in the schema. */}}
 {{- define "compliance.validate" -}}
+{{- if hasKey .Values.config "COMPLIANCE_PUBLIC_BASE_URL" -}}
+{{- fail "set api.publicBaseUrl, not config.COMPLIANCE_PUBLIC_BASE_URL (the chart sets it from api.publicBaseUrl)" -}}
+{{- end -}}
 {{- if and .Values.autoscaler.enabled (not .Values.operator.enabled) -}}
 {{- fail "autoscaler.enabled needs operator.enabled: the operator acts on WorkerAutoscaler resources" -}}
 {{- end -}}
@@ -85,10 +88,21 @@ redis://{{ include "compliance.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
 
+{{/* Base URL of the API in links the service sends: api.publicBaseUrl, else the in-cluster Service. */}}
+{{- define "compliance.publicBaseUrl" -}}
+{{- if .Values.api.publicBaseUrl -}}
+{{- .Values.api.publicBaseUrl | trimSuffix "/" -}}
+{{- else -}}
+{{- printf "http://%s-api.%s.svc:%v" (include "compliance.fullname" .) .Release.Namespace .Values.api.service.port -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Env shared by api and workers. */}}
 {{- define "compliance.env" -}}
 - name: PROMETHEUS_MULTIPROC_DIR
   value: /tmp/metrics
+- name: COMPLIANCE_PUBLIC_BASE_URL
+  value: {{ include "compliance.publicBaseUrl" . | quote }}
 {{- if eq .Values.storage.backend "s3" }}
 - name: COMPLIANCE_STORAGE_BACKEND
   value: s3

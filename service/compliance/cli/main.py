@@ -11,6 +11,7 @@ import click
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
 from compliance.cli.operator import operator
+from compliance.cli.receiver import receiver
 from compliance.cli.report import report
 
 WORKER_KINDS = {
@@ -90,6 +91,7 @@ cli.add_command(dev)
 cli.add_command(dlq)
 cli.add_command(operator)
 cli.add_command(report)
+cli.add_command(receiver)
 
 
 if __name__ == "__main__":  # pragma: no cover

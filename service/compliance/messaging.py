@@ -37,6 +37,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_mutex_expire": settings.broker_unacked_mutex_expire,
         },
         "broker_connection_retry_on_startup": True,
+        # A Redis restart, failover or outage is waited out for as long as it lasts (each retry
+        # is logged); Celery's default gives up after 100 tries and ends the worker.
+        "broker_connection_max_retries": None,
         "broker_pool_limit": 10,
         "task_default_queue": settings.queue_name,
         "task_routes": {

@@ -216,6 +216,9 @@ def test_redis_sigkill_and_restart_with_aof_workers_keep_running(tmp_path, env, 
         with TestClient(create_app(settings), headers={"X-API-Key": PRODUCER_KEY}) as api:
             before = submit(api, receiver.url(), 10)
             wait_until(lambda: settled(api, before), timeout=30)
+            receiver.default = Reply(200, delay=1.5)
+            before += submit(api, receiver.url(), 10)  # in flight (unacked) when Redis dies
+            wait_until(lambda: receiver.in_flight(), timeout=30)
             # appendfsync everysec: what Redis acknowledged more than a second ago is on disk.
             # This wait is the fault model (the loss window we document), not a synchronisation.
             time.sleep(1.1)
@@ -230,7 +233,7 @@ def test_redis_sigkill_and_restart_with_aof_workers_keep_running(tmp_path, env, 
             wait_until(lambda: settled(api, before + after), timeout=90, interval=0.5,
                        message="webhooks were not delivered after the Redis restart")
             figures = reconcile(api, receiver, before + after, "redis sigkill+restart", started)
-            assert figures["delivered"] == 20
+            assert figures["delivered"] == 30
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
         assert worker.pid == pid
     finally:

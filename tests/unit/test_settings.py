@@ -36,6 +36,14 @@ def test_celery_config_is_the_safe_seed_config():
     assert opts["global_keyprefix"] == "compliance-"
     assert opts["visibility_timeout"] > s.task_time_limit + s.retry_after_max_seconds
     assert conf["worker_soft_shutdown_timeout"] > 0
+    # Redis trouble is waited out, and a dead restore-lock holder blocks restores briefly
+    assert conf["broker_connection_max_retries"] is None
+    assert opts["unacked_mutex_expire"] == s.broker_unacked_mutex_expire < 300
+    # deliveries have their own, short limit (their lease derives from it); reports recycle
+    assert conf["task_annotations"]["compliance.deliver_webhook"]["time_limit"] == 120
+    assert s.delivery_lease_seconds > 120
+    assert conf["worker_max_tasks_per_child"] == s.worker_max_tasks_per_child > 0
+    assert conf["worker_max_memory_per_child"] == s.worker_max_memory_per_child > 0
 
 
 def test_refuses_visibility_timeout_not_above_limits():

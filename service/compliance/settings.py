@@ -251,8 +251,10 @@ class Settings(BaseSettings):
 
     @property
     def delivery_lease_seconds(self) -> float:
-        """How long a worker holds a webhook it took: its task time limit plus a margin."""
-        return float(self.delivery_task_time_limit + 5)
+        """How long a worker holds a webhook it took: longer than one attempt can last (the
+        task's time limit, which the thread pool does not enforce, and the sender's own exchange
+        deadline, which it does), plus a margin."""
+        return float(max(self.delivery_task_time_limit, self.connect_timeout + self.read_timeout) + 5)
 
     @cached_property
     def broker_queue_key(self) -> str:

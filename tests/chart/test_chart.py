@@ -156,6 +156,32 @@ def test_api_probes_answer_on_the_real_app(api):
         assert answer.status_code == 200, (probe, path, answer.status_code, answer.text)
 
 
+def test_the_notes_curl_commands_work_against_the_real_app(api, admin_headers):
+    """Each `curl` NOTES.txt prints, sent as written (headers, method, body) to the real app."""
+    import shlex
+
+    out = helm("helm4", "install", "rel", str(CHART), "--dry-run=client", "-n", "compliance").stdout
+    notes = out[out.index("NOTES:"):]
+    commands = [shlex.split(line.strip()) for line in notes.splitlines() if line.strip().startswith("curl ")]
+    assert len(commands) >= 2, notes
+    for argv in commands:
+        method, headers, body, url = "GET", {}, None, None
+        args = iter(argv[1:])
+        for arg in args:
+            if arg == "-X":
+                method = next(args)
+            elif arg == "-H":
+                name, value = next(args).split(":", 1)
+                headers[name.strip()] = value.strip().replace("$ADMIN_KEY", admin_headers["X-API-Key"])
+            elif arg == "-d":
+                body, method = next(args), "POST" if method == "GET" else method
+            else:
+                url = arg
+        assert url and url.startswith("localhost:8000/"), argv
+        answer = api.request(method, url.removeprefix("localhost:8000"), headers=headers, content=body)
+        assert answer.status_code == 200, (argv, answer.status_code, answer.text)
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_every_container_is_non_root_and_read_only(scenario):
     _, docs = rendered("helm4", scenario)

@@ -18,6 +18,7 @@ import redis
 from compliance.delivery.ssrf import UnsafeURLError, parse_target
 from compliance.store import broker
 from compliance.store.breakers import BreakerStore
+from compliance.store.schedule import ScheduleStore
 from compliance_operator import policy
 
 
@@ -78,45 +79,48 @@ def read_snapshot(
 
 
 def sample_destinations(client: redis.Redis, *, prefix: str, queue: str, limit: int) -> list[str]:
-    """Breaker names (scheme://host:port) of up to ``limit`` messages the workers face next.
+    """Breaker names (scheme://host:port) of up to ``limit`` webhooks the workers face next.
 
-    Unacked messages of the queue come first: deliveries deferred by an open breaker wait there
-    (as countdown tasks) and are exactly the backlog more workers cannot help. Then the head of
-    the list (kombu LPUSHes and BRPOPs, so the next messages sit at the right end).
+    Scheduled webhooks come first: deliveries deferred by an open breaker wait in the schedule's
+    due set and are exactly the backlog more workers cannot help. Then the head of the list
+    (kombu LPUSHes and BRPOPs, so the next signals sit at the right end). A signal carries only
+    the webhook id; the URL is read from the webhook's record.
     """
-    out: list[str] = []
-    for _tag, raw in client.hscan_iter(f"{prefix}unacked", count=min(limit, 1000)):
-        if len(out) >= limit:
-            break
-        try:
-            message, _exchange, routing_key = json.loads(raw)
-        except (ValueError, TypeError):
-            continue
-        if routing_key == queue:
-            dest = message_destination(message)
-            if dest:
-                out.append(dest)
-    remaining = limit - len(out)
+    schedule = ScheduleStore(client)
+    ids = schedule.due_ids(limit)
+    remaining = limit - len(ids)
     if remaining > 0:
         raws: list[str] = client.lrange(f"{prefix}{queue}", -remaining, -1)  # type: ignore[assignment]
-        for raw in raws:
-            dest = message_destination(raw)
-            if dest:
-                out.append(dest)
+        ids += [i for i in (message_webhook_id(raw) for raw in raws) if i]
+    out: list[str] = []
+    for envelope in schedule.envelopes(ids):
+        dest = envelope_destination(envelope)
+        if dest:
+            out.append(dest)
     return out
 
 
-def message_destination(message: str | dict[str, Any]) -> str | None:
-    """The breaker name a kombu delivery message is addressed to, or None (not a delivery)."""
+def message_webhook_id(message: str | dict[str, Any]) -> str | None:
+    """The webhook id a kombu delivery signal names, or None (not a delivery signal)."""
     try:
         payload = json.loads(message) if isinstance(message, str) else message
         body = payload["body"]
         if payload.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        url = args[0]["url"]
+        arg = json.loads(body)[0][0]
+        return arg if isinstance(arg, str) else None
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
+def envelope_destination(envelope: str | None) -> str | None:
+    """The breaker name of a stored envelope's URL, or None."""
+    if not envelope:
+        return None
+    try:
+        url = json.loads(envelope)["url"]
         return parse_target(str(url), https_only=False, allowed_ports=()).origin
-    except (ValueError, TypeError, KeyError, IndexError, UnsafeURLError):
+    except (ValueError, TypeError, KeyError, UnsafeURLError):
         return None
 
 

@@ -186,6 +186,17 @@ class ScheduleStore:
         raw = self._r.hget(keys.webhook_key(webhook_id), "env")
         return None if raw is None else _text(raw)
 
+    def due_ids(self, limit: int) -> list[str]:
+        """Up to ``limit`` scheduled webhook ids, soonest first."""
+        return [_text(x) for x in self._r.zrange(keys.DUE_INDEX, 0, max(0, limit - 1))]
+
+    def envelopes(self, webhook_ids: list[str]) -> list[str | None]:
+        """The envelopes (JSON) of live webhooks, None where there is none; one round trip."""
+        pipe = self._r.pipeline(transaction=False)
+        for webhook_id in webhook_ids:
+            pipe.hget(keys.webhook_key(webhook_id), "env")
+        return [None if raw is None else _text(raw) for raw in pipe.execute()]
+
     def counts(self, now: float) -> ScheduleCounts:
         """Scheduled (and due now) and leased webhooks."""
         pipe = self._r.pipeline(transaction=False)

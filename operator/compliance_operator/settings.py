@@ -7,11 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
-def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+from compliance.settings import split_list
 
 
 class OperatorSettings(BaseSettings):
@@ -79,4 +75,4 @@ class OperatorSettings(BaseSettings):
 
     _split = field_validator(
         "namespaces", "replay_env_from_secrets", "replay_env_from_configmaps", mode="before"
-    )(_split_csv)
+    )(split_list)

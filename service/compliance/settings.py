@@ -6,6 +6,7 @@ production-safe ones; dev mode relaxes them explicitly and says so at start.
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,13 +17,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "admin", "password", "dev"}
 
 
-def _split_csv(value: object) -> object:
+def split_list(value: object) -> object:
     """Accept ``a,b,c`` (what people type) as well as a JSON list for list settings."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            import json
-
             return json.loads(text)
         return [item.strip() for item in text.split(",") if item.strip()]
     return value
@@ -187,7 +186,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys", mode="before"
-    )(_split_csv)
+    )(split_list)
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -13,7 +13,17 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.chart.render import CHART, HELMS, ROOT, SCENARIOS, by_kind, helm, monitoring_crds_dir, rendered
+from tests.chart.render import (
+    CHART,
+    HELMS,
+    ROOT,
+    SCENARIOS,
+    by_kind,
+    helm,
+    monitoring_crds_dir,
+    rendered,
+    tools_bin,
+)
 from tests.support.scripts import import_script
 
 KUBE_VERSIONS = ["1.29.0", "1.32.0", "1.35.0"]
@@ -362,11 +372,45 @@ def test_skaffold_and_kustomization_point_at_real_files():
         helm("helm4", "template", "compliance", str(CHART), "-f", str(ROOT / values))
     assert (ROOT / skaffold["build"]["artifacts"][0]["docker"]["dockerfile"]).exists()
     assert skaffold["portForward"][0]["resourceName"] == "compliance-compliance-reporting-api"
-    kustomization = yaml.safe_load((ROOT / "manifests/kustomization.yaml").read_text())
-    for resource in kustomization["resources"]:
-        assert (ROOT / "manifests" / resource).exists(), resource
-    crds = {p.name for p in (ROOT / "manifests/crds").glob("*.yaml")}
-    assert crds <= {Path(r).name for r in kustomization["resources"]}
+    # two applies: the CRDs, then (once Established) the samples; one apply of both fails on a
+    # fresh cluster ("no matches for kind")
+    crds = yaml.safe_load((ROOT / "manifests/kustomization.yaml").read_text())["resources"]
+    assert {Path(r).name for r in crds} == {p.name for p in (ROOT / "manifests/crds").glob("*.yaml")}
+    out = subprocess.run([str(tools_bin() / "kubectl"), "kustomize", str(ROOT / "manifests")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert {d["kind"] for d in yaml.safe_load_all(out.stdout) if d} == {"CustomResourceDefinition"}
+    samples = {d["kind"] for p in (ROOT / "manifests/samples").glob("*.yaml") for d in yaml.safe_load_all(p.read_text()) if d}
+    assert samples == {"WorkerAutoscaler", "DeadLetterReplay", "KopfPeering"}  # `kubectl apply -f` of the directory
+
+
+def test_samples_name_what_the_chart_creates():
+    """For the release `compliance` (autoscaler.enabled=false, so the sample is the Deployment's only
+    autoscaler): the sample autoscaler targets the chart's Deployment, Secret and queue, the
+    replay's env is the release's, the peering name is the chart's; the replay is a dry run, so
+    `kubectl apply` replays nothing."""
+    default = [d for d in yaml.safe_load_all(
+        helm("helm4", "template", "compliance", str(CHART), "-n", "compliance").stdout) if d]
+    docs = [d for d in yaml.safe_load_all(helm("helm4", "template", "compliance", str(CHART), "-n", "compliance",
+                                                "--set", "autoscaler.enabled=false").stdout) if d]
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    samples = {d["kind"]: d for p in (ROOT / "manifests/samples").glob("*.yaml")
+               for d in yaml.safe_load_all(p.read_text()) if d}
+    wa = samples["WorkerAutoscaler"]
+    assert ("Deployment", wa["spec"]["scaleTargetRef"]["name"]) in names
+    assert not by_kind(docs, "WorkerAutoscaler")
+    secret_ref = wa["spec"]["redis"]["secretRef"]
+    (secret,) = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"] == secret_ref["name"]]
+    assert secret_ref["key"] in (secret.get("data") or secret.get("stringData") or {})
+    (chart_wa,) = [d for d in by_kind(default, "WorkerAutoscaler")
+                   if d["spec"]["scaleTargetRef"]["name"] == wa["spec"]["scaleTargetRef"]["name"]]
+    assert chart_wa["spec"]["queue"] == wa["spec"]["queue"] and chart_wa["spec"]["redis"] == wa["spec"]["redis"]
+    replay = samples["DeadLetterReplay"]
+    assert replay["spec"]["dryRun"] is True
+    for source in replay["spec"]["envFrom"]:
+        ((ref_kind, ref),) = source.items()
+        assert ({"secretRef": "Secret", "configMapRef": "ConfigMap"}[ref_kind], ref["name"]) in names
+    assert ("KopfPeering", samples["KopfPeering"]["metadata"]["name"]) in names
 
 
 def test_every_value_has_a_doc_comment():

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     # --- retries ----------------------------------------------------------------------------
     # Retries after the first attempt (seed: 3).
     max_retries: int = Field(default=3, ge=0, le=10)
-    # Base of the exponential backoff, seconds: attempt n waits up to base * 2**n (full jitter).
+    # Base of the exponential backoff, seconds: retry n waits up to base * 2**(n-1) (full jitter).
     retry_base_seconds: float = Field(default=5.0, gt=0)
     # Cap of one backoff delay, seconds.
     retry_max_seconds: float = Field(default=600.0, gt=0)

@@ -218,7 +218,7 @@ def test_redis_sigkill_and_restart_with_aof_workers_keep_running(tmp_path, env, 
             wait_until(lambda: settled(api, before), timeout=30)
             receiver.default = Reply(200, delay=1.5)
             before += submit(api, receiver.url(), 10)  # in flight (unacked) when Redis dies
-            wait_until(lambda: receiver.in_flight(), timeout=30)
+            wait_until(receiver.in_flight, timeout=30)
             # appendfsync everysec: what Redis acknowledged more than a second ago is on disk.
             # This wait is the fault model (the loss window we document), not a synchronisation.
             time.sleep(1.1)

@@ -78,5 +78,12 @@ def test_one_replica_acts_and_the_other_takes_over(control_plane: ControlPlane, 
                    message="the standby takes over")
         assert time.time() >= killed_at + LIFETIME - 1  # it did wait: no overlap with a live peer
         assert standby.poll() is None
-        time.sleep(2)
+        # Taking over, the standby also runs the Job-creating handler for "first", whose Job the dead
+        # replica made (as a resume or, if that replica died before recording it, a creation): wait
+        # until its log says it ran for both resources; then neither may have a second Job.
+        standby_log = logs[paused_index]
+        for name in ("first", "second"):
+            done = f"[{ns}/{name}] Handler 'replay' succeeded."
+            eventually(lambda done=done: done in standby_log.read_text(errors="replace"), timeout=30,
+                       message=f"the standby logs {done!r}")
         assert [len(_jobs_for(api, ns, name)) for name in ("first", "second")] == [1, 1]

@@ -86,7 +86,7 @@ def sample_destinations(client: redis.Redis, *, prefix: str, queue: str, limit: 
     (kombu LPUSHes and BRPOPs, so the next signals sit at the right end). A signal carries only
     the webhook id; the URL is read from the webhook's record.
     """
-    schedule = ScheduleStore(client)
+    schedule = ScheduleStore(client, queue_key=f"{prefix}{queue}")
     ids = schedule.due_ids(limit)
     remaining = limit - len(ids)
     if remaining > 0:

@@ -26,6 +26,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery configuration derived from settings (pure; unit-tested)."""
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, surviving a full Redis (see compliance.broker_transport).
+        "broker_transport": "compliance.broker_transport:Transport",
         "broker_transport_options": {
             "global_keyprefix": settings.broker_key_prefix,
             # Above the longest task time limit plus the longest countdown (checked by Settings).

@@ -79,7 +79,7 @@ class Container:
     @cached_property
     def schedule(self) -> ScheduleStore:
         """Live webhooks' envelopes, leases and due times."""
-        return ScheduleStore(self.redis)
+        return ScheduleStore(self.redis, queue_key=self.settings.delivery_queue_key)
 
     @cached_property
     def reports(self) -> ReportStore:

@@ -278,3 +278,33 @@ def test_redis_full_then_freed_workers_keep_running_and_drain(tmp_path, env, rec
     finally:
         client.close()
         server.stop()
+
+
+def test_a_long_backlog_is_not_signalled_twice_but_a_lost_signal_is(settings, r):
+    """A signal still waiting behind others is left alone when its lease lapses; one that cannot
+    be waiting (a later signal was already claimed, or the queue is empty) is sent again."""
+    from compliance.delivery.models import Envelope
+    from compliance.store.schedule import ClaimState
+    from compliance.wiring import Container
+
+    container = Container(settings)
+    schedule, ledger = container.schedule, container.ledger
+    t = 10_000.0
+    for n, webhook_id in enumerate(["wh_old", "wh_new", "wh_waiting"]):
+        ledger.accept(Envelope(webhook_id=webhook_id, url="https://example.com/h", event="e",
+                               payload={}), t + n)
+        r.lpush(settings.delivery_queue_key, webhook_id)  # stand-ins for the queued signals
+    lapsed = t + 2 + settings.delivery_signal_timeout + 1
+    assert schedule.sweep(now=lapsed, signal_until=lapsed + 3, limit=10).ids == []  # all queued
+    # wh_old's signal was lost; wh_new's (sent later) is claimed: wh_old cannot still be queued
+    r.rpop(settings.delivery_queue_key)
+    r.rpop(settings.delivery_queue_key)
+    assert schedule.claim("wh_new", now=lapsed, lease_until=lapsed + 10).state is ClaimState.CLAIMED
+    again = lapsed + settings.delivery_signal_timeout + 4
+    swept = schedule.sweep(now=again, signal_until=again + 3, limit=10)
+    assert swept.ids == ["wh_old"] and swept.recovered == 1
+    # wh_waiting (sent after wh_new) may still sit in the queue: not signalled until it drains
+    r.rpop(settings.delivery_queue_key)
+    later = again + settings.delivery_signal_timeout + 4
+    assert "wh_waiting" in schedule.sweep(now=later, signal_until=later + 3, limit=10).ids
+    container.close()

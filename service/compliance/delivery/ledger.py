@@ -34,7 +34,7 @@ class Ledger:
         pipe = self._r.pipeline(transaction=True)
         self._statuses.put(status_record(env, Status.PENDING, now), pipe)
         self._schedule.create(pipe, env.webhook_id, env.model_dump_json(),
-                              ttl=self._s.status_ttl_open,
+                              ttl=self._s.status_ttl_open, now=now,
                               signal_until=now + self._s.delivery_signal_timeout)
         pipe.execute()
 

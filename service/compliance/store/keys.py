@@ -13,6 +13,8 @@ REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
 WEBHOOK_PREFIX = "compliance:webhook:"
 DUE_INDEX = "compliance:schedule:due"
 LEASE_INDEX = "compliance:schedule:leased"
+# The send time of the newest delivery signal a worker has claimed (the ready list is FIFO).
+CLAIMED_SIGNAL_MARK = "compliance:schedule:claimed_signal"
 BREAKER_PREFIX = "compliance:breaker:"
 BREAKER_INDEX = "compliance:index:breakers"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.

@@ -25,7 +25,7 @@ from redis.client import Pipeline
 
 from compliance.store import keys
 
-# KEYS: webhook hash, status record, due, leased. ARGV: id, now, lease until.
+# KEYS: webhook hash, status record, due, leased, claimed-signal mark. ARGV: id, now, lease until.
 _CLAIM = """
 local env = redis.call('HGET', KEYS[1], 'env')
 if not env then
@@ -53,19 +53,32 @@ if held and tonumber(held) > tonumber(ARGV[2]) then
 end
 local runs = redis.call('HINCRBY', KEYS[1], 'runs', 1)
 redis.call('HSET', KEYS[1], 'held_until', ARGV[3])
+local sent = redis.call('HGET', KEYS[1], 'signalled_at')
+if sent then
+  local mark = redis.call('GET', KEYS[5])
+  if (not mark) or tonumber(sent) > tonumber(mark) then
+    redis.call('SET', KEYS[5], sent)
+  end
+end
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {'claimed', env, tostring(runs)}
 """
 
-# KEYS: due, leased. ARGV: now, signal lease until, limit, webhook key prefix.
+# KEYS: due, leased, the delivery queue's list, claimed-signal mark.
+# ARGV: now, signal lease until, limit, webhook key prefix.
 # Returns ids to signal: first the due ones, then those whose lease lapsed (count in slot 1).
+# A lapsed lease whose webhook a worker held is recovered at once (the worker died). One that was
+# only signalled is recovered when its signal cannot still be waiting: the queue is empty, or a
+# signal sent after it was already claimed (the list is FIFO). Otherwise it is looked at again a
+# signal timeout later, so a long backlog is not signalled twice over.
 _SWEEP = """
 local out = {0}
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
   if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+    redis.call('HSET', ARGV[4] .. id, 'signalled_at', ARGV[1])
     redis.call('ZADD', KEYS[2], ARGV[2], id)
     table.insert(out, id)
   end
@@ -73,14 +86,21 @@ end
 out[1] = #out - 1
 local lapsed = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
                           tonumber(ARGV[3]))
+local queued = redis.call('LLEN', KEYS[3])
+local mark = tonumber(redis.call('GET', KEYS[4]) or '0')
 for _, id in ipairs(lapsed) do
   local h = ARGV[4] .. id
   if redis.call('EXISTS', h) == 0 then
     redis.call('ZREM', KEYS[2], id)
   else
-    redis.call('HDEL', h, 'held_until')
+    local held = redis.call('HGET', h, 'held_until')
+    local sent = tonumber(redis.call('HGET', h, 'signalled_at') or '0')
+    if held or queued == 0 or mark > sent then
+      redis.call('HDEL', h, 'held_until')
+      redis.call('HSET', h, 'signalled_at', ARGV[1])
+      table.insert(out, id)
+    end
     redis.call('ZADD', KEYS[2], ARGV[2], id)
-    table.insert(out, id)
   end
 end
 return out
@@ -131,17 +151,18 @@ class ScheduleCounts:
 class ScheduleStore:
     """Live webhooks' envelopes, leases and due times."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, queue_key: str) -> None:
         self._r = client
+        self._queue_key = queue_key
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
 
-    def create(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int,
+    def create(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int, now: float,
                signal_until: float) -> None:
         """A new (or replayed) webhook, about to be signalled; queued on ``pipe``."""
         key = keys.webhook_key(webhook_id)
         pipe.delete(key)
-        pipe.hset(key, "env", envelope)
+        pipe.hset(key, mapping={"env": envelope, "signalled_at": repr(now)})
         pipe.expire(key, ttl)
         pipe.zrem(keys.DUE_INDEX, webhook_id)
         pipe.zadd(keys.LEASE_INDEX, {webhook_id: signal_until})
@@ -168,7 +189,7 @@ class ScheduleStore:
         """Take a signalled webhook for one attempt (atomic)."""
         reply = self._claim(
             keys=[keys.webhook_key(webhook_id), keys.status_key(webhook_id), keys.DUE_INDEX,
-                  keys.LEASE_INDEX],
+                  keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK],
             args=[webhook_id, repr(now), repr(lease_until)])
         state = ClaimState(_text(reply[0]))
         if state is ClaimState.CLAIMED:
@@ -177,7 +198,8 @@ class ScheduleStore:
 
     def sweep(self, *, now: float, signal_until: float, limit: int) -> Sweep:
         """Take due and lapsed webhooks for signalling; safe in any number of processes at once."""
-        reply = self._sweep(keys=[keys.DUE_INDEX, keys.LEASE_INDEX],
+        reply = self._sweep(keys=[keys.DUE_INDEX, keys.LEASE_INDEX, self._queue_key,
+                                  keys.CLAIMED_SIGNAL_MARK],
                             args=[repr(now), repr(signal_until), limit, keys.WEBHOOK_PREFIX])
         return Sweep(ids=[_text(x) for x in reply[1:]], due=int(reply[0]))
 

@@ -29,11 +29,28 @@ class APIError(Exception):
         self.headers = headers
 
 
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) spelled as ``\\udXXX``, so
+    an error that quotes client input can always be written."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def error_body(code: str, message: str, details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The one error shape: ``{"error": {"code", "message", "details"?}}``."""
-    body: dict[str, Any] = {"code": code, "message": message}
+    """The one error shape: ``{"error": {"code", "message", "details"?}}``; any quoted client
+    text is made encodable first (a field name may be a client's key)."""
+    body: dict[str, Any] = {"code": code, "message": printable(message)}
     if details:
-        body["details"] = details
+        body["details"] = _clean(details)
     return {"error": body}
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
 from compliance.api.errors import APIError
+from compliance.api.json_limits import check_body
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
@@ -84,8 +85,8 @@ class BulkReplay(BaseModel):
     error_type: str | None = Field(default=None, max_length=64)
     destination: str | None = Field(default=None, max_length=2048,
                                     description="Destination URL prefix.")
-    older_than_seconds: float | None = Field(default=None, ge=0)
-    newer_than_seconds: float | None = Field(default=None, ge=0)
+    older_than_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    newer_than_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     limit: int = Field(default=100, ge=1, le=10_000)
     dry_run: bool = False
 
@@ -103,6 +104,7 @@ class BulkReplayResult(BaseModel):
 @router.post("/dead-letters/replay", response_model=BulkReplayResult)
 async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep) -> BulkReplayResult:
     """Replay the selected dead letters, up to ``limit``."""
+    check_body(body, max_depth=1)
     selector = DeadLetterFilter(
         error_type=body.error_type, destination=body.destination,
         older_than_seconds=body.older_than_seconds, newer_than_seconds=body.newer_than_seconds,

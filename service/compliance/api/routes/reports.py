@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import ContainerDep, ProducerAuth
 from compliance.api.errors import APIError, field_error
-from compliance.api.json_limits import check_json_depth
+from compliance.api.json_limits import check_body
 from compliance.api.routes.webhooks import check_url, shed_load
 from compliance.delivery.submit import new_webhook_id
 from compliance.reports import render, workflow
@@ -112,8 +112,7 @@ def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evide
                      max_metadata_bytes: int, max_json_depth: int) -> None:
     """Nesting, framework, sizes and evidence shape; raises APIError naming the field."""
     # First: the size and shape checks below walk the JSON recursively.
-    check_json_depth(body.evidence, limit=max_json_depth, field="body.evidence")
-    check_json_depth(body.metadata, limit=max_json_depth, field="body.metadata")
+    check_body(body, max_depth=max_json_depth, free_form=("evidence", "metadata"))
     known = [f.id for f in facade.frameworks()]
     if body.framework not in known:
         raise field_error("body.framework", f"unknown framework; known: {', '.join(known)}")

@@ -18,7 +18,7 @@ from compliance.api.deps import (
     SubmitterDep,
 )
 from compliance.api.errors import APIError, field_error
-from compliance.api.json_limits import check_json_depth
+from compliance.api.json_limits import check_body
 from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
@@ -83,7 +83,7 @@ async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitte
                          request: Request) -> Accepted:
     """Accept a webhook and queue its delivery."""
     settings = container.settings
-    check_json_depth(body.payload, limit=settings.max_json_depth, field="body.payload")
+    check_body(body, max_depth=settings.max_json_depth, free_form=("payload",))
     await check_url(settings, body.url, "body.url")
     await shed_load(container, settings.delivery_queue_name)
     cid = correlation_id.get() or ""

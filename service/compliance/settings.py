@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     breaker_reset_timeout: float = Field(default=60.0, gt=0)
     # Total seconds a delivery may be deferred by open breakers before it is dead-lettered.
     breaker_max_deferral_seconds: float = Field(default=3600.0, ge=0)
+    # Seconds a breaker is kept after its last result (then it and its index entry go), so
+    # destinations nobody calls any more do not pile up; must outlast a reset timeout and a probe.
+    breaker_idle_ttl: float = Field(default=3600.0, ge=1)
+    # Most destinations exported per state in `circuit_breaker_state` (only breakers that are not
+    # closed are exported; `circuit_breakers{state=}` counts them all).
+    metrics_max_breaker_series: int = Field(default=100, ge=0, le=10_000)
 
     # --- outbound HTTP (SSRF guard) --------------------------------------------------------------
     # Allow webhook targets on loopback (dev and tests only).
@@ -225,6 +231,12 @@ class Settings(BaseSettings):
                 "redis_max_connections must cover delivery_concurrency plus headroom "
                 f"(>= {self.delivery_concurrency + 8}), or delivery threads queue for connections"
             )
+        probe_lease = self.connect_timeout + self.read_timeout + 5
+        if self.breaker_idle_ttl <= self.breaker_reset_timeout + probe_lease:
+            raise ValueError(
+                "breaker_idle_ttl must exceed breaker_reset_timeout plus one probe "
+                f"({self.breaker_reset_timeout + probe_lease:.0f} s), or an open breaker could be "
+                "forgotten before its probe reports")
         if self.retry_max_seconds < self.retry_base_seconds:
             raise ValueError("retry_max_seconds must be at least retry_base_seconds")
         # Keys given are checked whichever process reads them; whether they are required is

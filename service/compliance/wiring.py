@@ -74,7 +74,8 @@ class Container:
         s = self.settings
         return BreakerStore(self.redis, threshold=s.breaker_failure_threshold,
                             reset_timeout=s.breaker_reset_timeout,
-                            probe_lease=s.connect_timeout + s.read_timeout + 5)
+                            probe_lease=s.connect_timeout + s.read_timeout + 5,
+                            idle_ttl=s.breaker_idle_ttl)
 
     @cached_property
     def schedule(self) -> ScheduleStore:

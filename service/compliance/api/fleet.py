@@ -23,7 +23,8 @@ def redis_state(container: Container) -> dict[str, object]:
         "in_flight": sum(in_flight.values()),
         "schedule": {"scheduled": schedule.scheduled, "due_now": schedule.due_now,
                      "leased": schedule.leased},
-        "breakers": {b.destination: STATE_VALUES.get(b.state, 0) for b in container.breakers.all()},
+        "breakers": breaker_series(container),
+        "breaker_counts": container.breakers.counts(),
         "redis_memory": int(memory.get("used_memory", 0)),
     }
 
@@ -43,13 +44,22 @@ def celery_probe(container: Container) -> dict[str, Any]:
     return {"status": "up", "workers": workers}
 
 
+def breaker_series(container: Container) -> dict[str, int]:
+    """State values of breakers that are not closed, newest opened first, at most
+    ``metrics_max_breaker_series`` of each state: bounded however many destinations exist."""
+    cap = container.settings.metrics_max_breaker_series
+    series: dict[str, int] = {}
+    if cap:
+        for state in ("open", "half_open"):
+            items, _ = container.breakers.page(offset=0, limit=cap, state=state)
+            series.update({b.destination: STATE_VALUES.get(b.state, 0) for b in items})
+    return series
+
+
 def breakers_probe(container: Container) -> dict[str, Any]:
-    """Open and half-open breakers (degraded while any is open)."""
-    breakers = container.breakers.all()
-    open_ = [b.destination for b in breakers if b.state == "open"]
-    half = [b.destination for b in breakers if b.state == "half_open"]
-    return {"status": "degraded" if open_ else "up", "total": len(breakers),
-            "open": open_, "half_open": half}
+    """Breakers by state (degraded while any is open); names are in GET /circuit-breakers."""
+    counts = container.breakers.counts()
+    return {"status": "degraded" if counts["open"] else "up", **counts}
 
 
 def queue_probe(container: Container) -> dict[str, Any]:

@@ -99,12 +99,18 @@ class RedisStateCollector(Collector):
                 value=float(schedule["leased"]))
         breakers = GaugeMetricFamily(
             "circuit_breaker_state",
-            "Circuit breaker state per destination (0 closed, 1 half-open, 2 open).",
+            "Circuit breaker state per destination that is not closed (1 half-open, 2 open), "
+            "at most metrics_max_breaker_series per state; closed ones are only counted.",
             labels=["destination"],
         )
         for destination, value in dict(state["breakers"]).items():  # type: ignore[call-overload]
             breakers.add_metric([destination], value)
         yield breakers
+        by_state = GaugeMetricFamily(
+            "circuit_breakers", "Circuit breakers known to the fleet, by state.", labels=["state"])
+        for name, count in dict(state.get("breaker_counts") or {}).items():  # type: ignore[call-overload]
+            by_state.add_metric([name], count)
+        yield by_state
         yield GaugeMetricFamily("redis_used_memory_bytes", "Redis used_memory.",
                                 value=float(state["redis_memory"]))  # type: ignore[arg-type]
 

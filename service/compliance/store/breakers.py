@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from enum import StrEnum
 
@@ -10,7 +11,13 @@ import redis
 from compliance.store import keys
 from compliance.store.records import STATE_VALUES, BreakerState
 
-__all__ = ["STATE_VALUES", "BreakerDecision", "BreakerResult", "BreakerState", "BreakerStore"]
+# An hour: well past any reset timeout; then a fleet forgets a destination nobody calls.
+DEFAULT_IDLE_TTL = 3600.0
+# Not-closed index entries checked for expiry per read.
+PRUNE_BATCH = 200
+
+__all__ = ["DEFAULT_IDLE_TTL", "STATE_VALUES",
+           "BreakerDecision", "BreakerResult", "BreakerState", "BreakerStore"]
 
 
 class BreakerDecision(StrEnum):
@@ -54,44 +61,65 @@ end
 return {'deny', tostring(lease - now)}
 """
 
-# KEYS[1]: breaker hash, KEYS[2]: index. ARGV: now, result (success|failure|neutral), threshold,
-# destination, was_probe (1|0). Returns the state after the transition.
+# KEYS[1]: breaker hash, KEYS[2]: index of every breaker (score: its last result),
+# KEYS[3] (optional): index of breakers not closed (score: when it last opened).
+# ARGV: now, result (success|failure|neutral), threshold, destination, was_probe (1|0),
+# idle_ttl (optional: seconds a breaker is kept after its last result; the index is pruned
+# past it). Returns the state after the transition.
 _RECORD = """
 local now = tonumber(ARGV[1])
 local result = ARGV[2]
+local name = ARGV[4]
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-redis.call('ZADD', KEYS[2], now, ARGV[4])
+local after = state
+local opened = false
 if state == 'half_open' then
-  if ARGV[5] ~= '1' then
-    return state
+  if ARGV[5] == '1' then
+    if result == 'failure' then
+      redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'updated_at', now,
+                 'probe_until', 0)
+      redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
+      after = 'open'
+      opened = true
+    else
+      redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'updated_at', now,
+                 'probe_until', 0)
+      after = 'closed'
+    end
   end
-  if result == 'failure' then
-    redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'updated_at', now,
-               'probe_until', 0)
-    redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
-    return 'open'
-  end
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'updated_at', now,
-             'probe_until', 0)
-  return 'closed'
-end
-if state == 'open' then
-  return state
-end
-if result == 'success' then
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'updated_at', now)
-  return 'closed'
-end
-if result == 'failure' then
-  local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-  redis.call('HSET', KEYS[1], 'state', 'closed', 'updated_at', now)
-  if failures >= tonumber(ARGV[3]) then
-    redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', failures)
-    redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
-    return 'open'
+elseif state ~= 'open' then
+  after = 'closed'
+  if result == 'success' then
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'updated_at', now)
+  elseif result == 'failure' then
+    local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'updated_at', now)
+    if failures >= tonumber(ARGV[3]) then
+      redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'failures', failures)
+      redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
+      after = 'open'
+      opened = true
+    end
   end
 end
-return 'closed'
+-- Bookkeeping: only a breaker that exists is indexed; every result restarts its idle TTL, and
+-- index entries older than the TTL (their hashes are gone) are pruned as we go.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('ZADD', KEYS[2], now, name)
+  local ttl = tonumber(ARGV[6] or '0')
+  if ttl > 0 then
+    redis.call('EXPIRE', KEYS[1], math.ceil(ttl))
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. tostring(now - ttl))
+  end
+  if KEYS[3] then
+    if opened then
+      redis.call('ZADD', KEYS[3], now, name)
+    elseif after == 'closed' then
+      redis.call('ZREM', KEYS[3], name)
+    end
+  end
+end
+return after
 """
 
 
@@ -99,12 +127,15 @@ class BreakerStore:
     """Fleet-wide breaker state in Redis."""
 
     def __init__(
-        self, client: redis.Redis, *, threshold: int, reset_timeout: float, probe_lease: float
+        self, client: redis.Redis, *, threshold: int, reset_timeout: float, probe_lease: float,
+        idle_ttl: float = DEFAULT_IDLE_TTL,
     ) -> None:
         self._r = client
         self.threshold = threshold
         self.reset_timeout = reset_timeout
         self.probe_lease = probe_lease
+        # Seconds a breaker is kept after its last result, whatever its state.
+        self.idle_ttl = idle_ttl
         self._acquire = client.register_script(_ACQUIRE)
         self._record = client.register_script(_RECORD)
 
@@ -124,18 +155,32 @@ class BreakerStore:
         now = time.time() if now is None else now
         return str(
             self._record(
-                keys=[keys.breaker_key(destination), keys.BREAKER_INDEX],
-                args=[repr(now), str(result), self.threshold, destination, "1" if was_probe else "0"],
+                keys=self._keys(destination),
+                args=self._args(destination, result, was_probe, now),
             )
         )
+
+    def _keys(self, destination: str) -> list[str]:
+        return [keys.breaker_key(destination), keys.BREAKER_INDEX, keys.BREAKER_NOT_CLOSED_INDEX]
+
+    def _args(self, destination: str, result: BreakerResult, was_probe: bool,
+              now: float) -> list[str | int | float]:
+        return [repr(now), str(result), self.threshold, destination, "1" if was_probe else "0",
+                self.idle_ttl]
 
     def reset(self, destination: str) -> bool:
         """Close a breaker by hand; False when no such breaker exists."""
         key = keys.breaker_key(destination)
         if not self._r.exists(key):
             return False
-        self._r.hset(key, mapping={"state": "closed", "failures": 0, "probe_until": 0,
-                                   "updated_at": time.time()})
+        now = time.time()
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(key, mapping={"state": "closed", "failures": 0, "probe_until": 0,
+                                "updated_at": now})
+        pipe.expire(key, math.ceil(self.idle_ttl))
+        pipe.zadd(keys.BREAKER_INDEX, {destination: now})
+        pipe.zrem(keys.BREAKER_NOT_CLOSED_INDEX, destination)
+        pipe.execute()
         return True
 
     def get(self, destination: str) -> BreakerState | None:
@@ -143,10 +188,69 @@ class BreakerStore:
         raw: dict[str, str] = self._r.hgetall(keys.breaker_key(destination))  # type: ignore[assignment]
         return _state(destination, raw) if raw else None
 
-    def all(self, now: float | None = None) -> list[BreakerState]:
-        """Every known breaker; open ones whose time is up are reported half-open."""
+    def prune(self, now: float | None = None) -> None:
+        """Drop index entries whose breakers expired, a bounded batch per index and call.
+
+        Every result prunes the main index as it is written (with the writers' TTL); here, on
+        reads, an entry goes only once its hash is gone, so a reader configured with another
+        TTL (the operator) cannot drop a live breaker. Not-closed entries are scored by when
+        they opened, so an old score may still be a live (half-open) breaker too.
+        """
         now = time.time() if now is None else now
+        cutoff = f"({now - self.idle_ttl!r}"
+        for index in (keys.BREAKER_INDEX, keys.BREAKER_NOT_CLOSED_INDEX):
+            stale: list[str] = self._r.zrangebyscore(  # type: ignore[assignment]
+                index, "-inf", cutoff, start=0, num=PRUNE_BATCH)
+            if not stale:
+                continue
+            pipe = self._r.pipeline(transaction=False)
+            for name in stale:
+                pipe.exists(keys.breaker_key(name))
+            gone = [name for name, alive in zip(stale, pipe.execute(), strict=True) if not alive]
+            if gone:
+                self._r.zrem(index, *gone)
+
+    def counts(self, now: float | None = None) -> dict[str, int]:
+        """Breakers by state (closed, open, half_open) in a few O(log n) reads; an open breaker
+        whose reset timeout is up counts as half-open, as ``all`` reports it."""
+        now = time.time() if now is None else now
+        self.prune(now)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.zcard(keys.BREAKER_INDEX)
+        pipe.zcount(keys.BREAKER_NOT_CLOSED_INDEX, f"({now - self.reset_timeout!r}", "+inf")
+        pipe.zcount(keys.BREAKER_NOT_CLOSED_INDEX, "-inf", repr(now - self.reset_timeout))
+        total, open_, half = pipe.execute()
+        return {"closed": max(0, int(total) - int(open_) - int(half)), "open": int(open_),
+                "half_open": int(half)}
+
+    def page(self, *, offset: int, limit: int, state: str | None = None,
+             now: float | None = None) -> tuple[list[BreakerState], int]:
+        """(breakers, how many match): every breaker by its last result, newest first, or the
+        ``open`` / ``half_open`` ones (``not_closed``: both) by when they opened, newest first."""
+        now = time.time() if now is None else now
+        self.prune(now)
+        boundary = now - self.reset_timeout
+        if state is None:
+            total = int(self._r.zcard(keys.BREAKER_INDEX))  # type: ignore[arg-type]
+            names: list[str] = self._r.zrevrange(  # type: ignore[assignment]
+                keys.BREAKER_INDEX, offset, offset + limit - 1)
+        else:
+            high, low = {"open": ("+inf", f"({boundary!r}"), "half_open": (repr(boundary), "-inf"),
+                         "not_closed": ("+inf", "-inf")}[state]
+            total = int(self._r.zcount(keys.BREAKER_NOT_CLOSED_INDEX, low, high))  # type: ignore[arg-type]
+            names = self._r.zrevrangebyscore(  # type: ignore[assignment]
+                keys.BREAKER_NOT_CLOSED_INDEX, high, low, start=offset, num=limit)
+        return self._read(names, now), total
+
+    def all(self, now: float | None = None) -> list[BreakerState]:
+        """Every known breaker (O(n): for tools and tests; the API pages with ``page``)."""
+        now = time.time() if now is None else now
+        self.prune(now)
         names: list[str] = self._r.zrange(keys.BREAKER_INDEX, 0, -1)  # type: ignore[assignment]
+        return self._read(names, now)
+
+    def _read(self, names: list[str], now: float) -> list[BreakerState]:
+        """The named breakers; open ones whose time is up are reported half-open."""
         pipe = self._r.pipeline(transaction=False)
         for name in names:
             pipe.hgetall(keys.breaker_key(name))

@@ -17,6 +17,9 @@ LEASE_INDEX = "compliance:schedule:leased"
 CLAIMED_SIGNAL_MARK = "compliance:schedule:claimed_signal"
 BREAKER_PREFIX = "compliance:breaker:"
 BREAKER_INDEX = "compliance:index:breakers"
+# Breakers not closed (score: when each last opened), so counts by state and the open ones are
+# read without walking every breaker.
+BREAKER_NOT_CLOSED_INDEX = "compliance:index:breakers:not_closed"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
 REPORT_PREFIX = "compliance:report:"
 REPORT_RUNS_PREFIX = "compliance:report_runs:"

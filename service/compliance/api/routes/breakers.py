@@ -1,29 +1,65 @@
-"""Circuit breaker reads and manual reset."""
+"""Circuit breaker reads and manual reset (admin: destinations are other tenants' receivers)."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
 from compliance.api.deps import AdminAuth, BreakersDep
 from compliance.api.errors import APIError
 
-router = APIRouter()
+router = APIRouter(dependencies=[AdminAuth])
 
 
-@router.get("/circuit-breakers")
-async def list_breakers(breakers: BreakersDep) -> dict[str, Any]:
-    """Every destination's breaker."""
-    items = await asyncio.to_thread(breakers.all)
-    return {"items": [asdict(b) for b in items],
-            "failure_threshold": breakers.threshold,
-            "reset_timeout_seconds": breakers.reset_timeout}
+class Breaker(BaseModel):
+    """One destination's breaker (an open one past its reset timeout reads half_open)."""
+
+    destination: str
+    state: Literal["closed", "open", "half_open"]
+    failures: int
+    opened_at: float | None
+    times_opened: int
+    updated_at: float | None
 
 
-@router.post("/circuit-breakers/{name:path}/reset", dependencies=[AdminAuth])
+class BreakerPage(BaseModel):
+    """A page of breakers and the fleet's counts by state."""
+
+    items: list[Breaker]
+    offset: int
+    limit: int
+    total: int = Field(description="Breakers matching ?state= (all of them without it).")
+    counts: dict[str, int] = Field(description="Every known breaker by state.")
+    failure_threshold: int
+    reset_timeout_seconds: float
+
+
+@router.get("/circuit-breakers", response_model=BreakerPage)
+async def list_breakers(
+    breakers: BreakersDep,
+    state: Annotated[Literal["open", "half_open", "not_closed"] | None, Query(
+        description="open, half_open or not_closed (both): newest opened first. Without it, "
+                    "every breaker, most recently used first.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> BreakerPage:
+    """Breakers, a page at a time (a breaker idle for breaker_idle_ttl is forgotten)."""
+
+    def read() -> tuple[list[Any], int, dict[str, int]]:
+        items, total = breakers.page(offset=offset, limit=limit, state=state)
+        return items, total, breakers.counts()
+
+    items, total, counts = await asyncio.to_thread(read)
+    return BreakerPage(items=[Breaker(**asdict(b)) for b in items], offset=offset, limit=limit,
+                       total=total, counts=counts, failure_threshold=breakers.threshold,
+                       reset_timeout_seconds=breakers.reset_timeout)
+
+
+@router.post("/circuit-breakers/{name:path}/reset")
 async def reset_breaker(name: str, breakers: BreakersDep) -> dict[str, Any]:
     """Close a breaker by hand (name: scheme://host:port as listed)."""
     if not await asyncio.to_thread(breakers.reset, name):

@@ -13,7 +13,8 @@ from compliance.settings import split_list
 class OperatorSettings(BaseSettings):
     """Configuration of ``kopf run -m compliance_operator.main`` (and ``compliance operator``)."""
 
-    model_config = SettingsConfigDict(env_prefix="COMPLIANCE_OPERATOR_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="COMPLIANCE_OPERATOR_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     # --- kopf ----------------------------------------------------------------------------------
     # Namespaces to watch (comma-separated); empty watches all namespaces (needs a ClusterRole).

@@ -30,7 +30,9 @@ def split_list(value: object) -> object:
 class Settings(BaseSettings):
     """Configuration of the API, the workers and the CLI."""
 
-    model_config = SettingsConfigDict(env_prefix="COMPLIANCE_", extra="ignore", frozen=True)
+    # Never echo an input in a validation error: the inputs are API keys and signing secrets.
+    model_config = SettingsConfigDict(env_prefix="COMPLIANCE_", extra="ignore", frozen=True,
+                                      hide_input_in_errors=True)
 
     # --- mode -----------------------------------------------------------------------------
     # Dev mode: no API keys required, loopback webhook targets allowed, placeholder secrets ok.

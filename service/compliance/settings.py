@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     producer_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # Largest accepted request body, bytes; larger gets 413.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Largest request head (request line and headers), bytes; larger gets 431.
+    max_header_bytes: int = Field(default=32_768, ge=1024, le=1_048_576)
+    # Most header fields in one request; more gets 431.
+    max_header_count: int = Field(default=100, ge=8, le=1000)
     # Queue length past which the API sheds load with 503 + Retry-After.
     max_queue_length: int = Field(default=10_000, ge=1)
     # Seconds the API suggests in Retry-After when it sheds load.

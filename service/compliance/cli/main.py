@@ -39,13 +39,18 @@ def api(host: str, port: int, workers: int) -> None:
 
     from compliance.settings import Settings
 
-    problems = Settings().api_problems()  # fail fast with a clear message on bad configuration
+    settings = Settings()
+    problems = settings.api_problems()  # fail fast with a clear message on bad configuration
     if problems:
         raise click.ClickException("; ".join(problems))
     if workers > 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         ensure_multiproc_dir()
+    from compliance.api import server
+
+    # h11 with a bounded request head (431), not httptools, which takes heads of any size.
     uvicorn.run("compliance.api.app:create_app", factory=True, host=host, port=port,
-                workers=workers, log_config=None, proxy_headers=True, timeout_graceful_shutdown=20)
+                workers=workers, log_config=None, proxy_headers=True, timeout_graceful_shutdown=20,
+                http=server.PROTOCOL, h11_max_incomplete_event_size=settings.max_header_bytes)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

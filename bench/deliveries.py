@@ -16,7 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -28,6 +30,7 @@ from compliance.delivery.models import Envelope  # noqa: E402
 from compliance.delivery.submit import new_webhook_id  # noqa: E402
 from compliance.localredis import LocalRedis, free_port  # noqa: E402
 from compliance.settings import Settings  # noqa: E402
+from compliance.store.records import Status  # noqa: E402
 from compliance.wiring import Container  # noqa: E402
 
 BASE_ENV = {
@@ -80,14 +83,53 @@ async def raw_loop(port: int, n: int, in_flight: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+@dataclass
+class Run:
+    """One scenario's figures."""
+
+    rate: float  # deliveries per second
+    in_flight: float  # mean requests the receiver was answering at once
+    cpu_ms: float  # worker processes' CPU (user + system) per delivery
+    redis_cpu_ms: float  # redis-server's CPU per delivery
+    redis_cmds: float  # Redis commands per delivery (INFO commandstats, broker traffic included)
+    bytes_per: float  # Redis used_memory per delivered webhook once all are delivered
+
+
+def _tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its children (the prefork pool), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _redis_counters(client: Any) -> tuple[float, int, int]:
+    cpu = client.info("cpu")
+    calls = sum(int(v["calls"]) for v in client.info("commandstats").values())
+    return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), calls,
+            int(client.info("memory")["used_memory"]))
+
+
 def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, tmp: Path,
-             processes: int = 1) -> tuple[float, float]:
+             processes: int = 1, engine: str = "pump") -> Run:
     """Enqueue n webhooks (as the API does), run the worker(s), time until the receiver has all.
 
     ``processes`` > 1 runs that many worker processes side by side, as replicas would.
-    Returns deliveries per second and the mean number of deliveries in flight at the receiver.
     """
     env = {**os.environ, **BASE_ENV, "COMPLIANCE_REDIS_URL": redis_url,
+           "COMPLIANCE_DELIVERY_ENGINE": engine,
+           "COMPLIANCE_REDIS_MAX_CONNECTIONS": str(max(200, concurrency + 16)),
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     saved = dict(os.environ)
     os.environ.update(env)
@@ -99,10 +141,12 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
     container = Container(settings)
     container.redis.flushall()
     submitter = container.submitter
+    _, _, memory_before = _redis_counters(container.redis)
     before = received(port)
-    for i in range(n):
+    payload = {"report_id": "rpt_" + "0" * 32, "note": "x" * 140}  # about 200 bytes of JSON
+    for _ in range(n):
         submitter.submit(Envelope(webhook_id=new_webhook_id(), url=f"http://127.0.0.1:{port}/hook",
-                                  event="bench", payload={"i": i}))
+                                  event="bench", payload=payload))
     kind = "deliveries" if pool == "threads" else "reports"
     queue_arg = [] if pool == "threads" else [f"--queues={settings.delivery_queue_name}"]
     log = (tmp / f"worker-{pool}.log").open("wb")
@@ -117,14 +161,25 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
             if any(worker.poll() is not None for worker in workers):
                 raise RuntimeError((tmp / f"worker-{pool}.log").read_text()[-2000:])
             time.sleep(0.01)
+        cpu_start = sum(_tree_cpu_seconds(w.pid) for w in workers)
+        redis_cpu_start, calls_start, _ = _redis_counters(container.redis)
         started = time.perf_counter()
         first = received(port)
         overlap: list[int] = []  # deliveries the receiver was answering at once, sampled
         while (now := stats(port))["count"] - before < n:
             overlap.append(now["in_flight"])
             time.sleep(0.02)
-        rate = (n - (first - before)) / (time.perf_counter() - started)
-        return rate, sum(overlap) / max(len(overlap), 1)
+        elapsed = time.perf_counter() - started
+        counted = n - (first - before)
+        cpu = sum(_tree_cpu_seconds(w.pid) for w in workers) - cpu_start
+        # the last outcomes are committed a moment after the receiver answered
+        deadline = time.monotonic() + 30
+        while container.statuses.count(Status.DELIVERED) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        redis_cpu, calls, memory = _redis_counters(container.redis)
+        return Run(rate=counted / elapsed, in_flight=sum(overlap) / max(len(overlap), 1),
+                   cpu_ms=cpu * 1000 / counted, redis_cpu_ms=(redis_cpu - redis_cpu_start) * 1000 / counted,
+                   redis_cmds=(calls - calls_start) / counted, bytes_per=(memory - memory_before) / n)
     finally:
         for worker in workers:
             worker.terminate()
@@ -135,38 +190,51 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=1000, help="webhooks per scenario")
-    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--n", type=int, default=2000, help="webhooks per scenario at 200 ms")
+    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--latencies", default="0,200", help="receiver latencies, ms")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="compliance-bench-"))
     redis = LocalRedis(data_dir=tmp / "redis").start()
     rows = []
     try:
-        for latency in (0.0, 200.0):
+        for latency in (float(x) for x in args.latencies.split(",")):
             receiver, port = start_receiver(latency)
             try:
                 n = args.n if latency else args.n * 2
                 raw = asyncio.run(raw_loop(port, n, args.in_flight))
-                ours, overlap = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight,
-                                         tmp=tmp)
-                two, _ = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight // 2,
-                                  tmp=tmp, processes=2)
-                seed_n = min(n, 200) if latency else n
-                seed, _ = run_ours(redis.url, port, seed_n, pool="prefork", concurrency=4, tmp=tmp)
-                rows.append((latency, n, raw, ours, two, seed, overlap))
+                ours = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight, tmp=tmp)
+                two = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight // 2,
+                               tmp=tmp, processes=2)
+                threads = run_ours(redis.url, port, min(n, 1000), pool="threads", concurrency=64,
+                                   tmp=tmp, engine="threads")
+                seed_n = min(n, 200) if latency else min(n, 1000)
+                seed = run_ours(redis.url, port, seed_n, pool="prefork", concurrency=4, tmp=tmp,
+                                engine="threads")
+                rows.append((latency, n, raw, ours, two, threads, seed))
             finally:
                 receiver.terminate()
                 receiver.wait()
     finally:
         redis.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    half = args.in_flight // 2
-    print(f"\n{'latency':>8} {'n':>6} {'raw aiohttp/s':>14} {'ours 1x' + str(args.in_flight) + '/s':>12}"
-          f" {'ours 2x' + str(half) + '/s':>12} {'seed prefork4/s':>16} {'ours/raw':>9} {'ours/seed':>10}"
-          f" {'2 procs/1':>10} {'in flight':>10}")
-    for latency, n, raw, ours, two, seed, overlap in rows:
-        print(f"{latency:>6.0f}ms {n:>6} {raw:>14.0f} {ours:>12.0f} {two:>12.0f} {seed:>16.1f}"
-              f" {ours / raw:>9.2f} {ours / seed:>10.1f} {two / ours:>10.2f} {overlap:>10.1f}")
+    k = args.in_flight
+    print(f"\n| receiver | raw aiohttp ({k} in flight)/s | ours: 1 process, engine {k}/s "
+          f"| ours: 2 processes x {k // 2}/s | Celery threads x64 (wave 1)/s | seed prefork 4/s "
+          f"| ours / raw | ours / seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for latency, _n, raw, ours, two, threads, seed in rows:
+        print(f"| {latency:.0f} ms | {raw:.0f} | {ours.rate:.0f} | {two.rate:.0f} | {threads.rate:.0f} "
+              f"| {seed.rate:.1f} | {ours.rate / raw:.2f} | {ours.rate / seed.rate:.1f} |")
+    print("\n| receiver | scenario | deliveries/s | in flight at receiver | worker CPU-ms/delivery "
+          "| Redis CPU-ms/delivery | total CPU-ms/delivery | Redis commands/delivery | Redis bytes/webhook |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for latency, _n, _raw, ours, two, threads, seed in rows:
+        for name, run in (("ours, 1 process", ours), ("ours, 2 processes", two),
+                          ("Celery threads x64", threads), ("seed prefork 4", seed)):
+            print(f"| {latency:.0f} ms | {name} | {run.rate:.0f} | {run.in_flight:.1f} | {run.cpu_ms:.2f} "
+                  f"| {run.redis_cpu_ms:.2f} | {run.cpu_ms + run.redis_cpu_ms:.2f} | {run.redis_cmds:.1f} "
+                  f"| {run.bytes_per:.0f} |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import redis
+import redis.asyncio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -37,3 +38,15 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
             "dead letters; set it to noeviction"
         )
     return None
+
+
+def create_async_redis(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio client for the delivery engine's event loop (one loop, a small pool)."""
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        max_connections=32,
+        socket_timeout=settings.redis_socket_timeout,
+        socket_connect_timeout=settings.redis_socket_timeout,
+        decode_responses=True,
+        health_check_interval=30,
+    )

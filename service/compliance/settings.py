@@ -91,8 +91,12 @@ class Settings(BaseSettings):
     # Seconds between a delivery worker's sweeps: due retries are signalled, lapsed leases
     # recovered. Also the precision of retry and deferral times.
     delivery_sweep_interval: float = Field(default=1.0, gt=0, le=60)
-    # Webhooks signalled per sweep at most (the rest wait for the next sweep).
+    # Webhooks signalled per sweep at most (the rest wait for the next sweep); also the most a
+    # delivery engine takes off the queue in one round trip.
     delivery_sweep_batch: int = Field(default=500, ge=1, le=10_000)
+    # How a delivery worker runs deliveries: `pump` (an asyncio engine takes signals in batches,
+    # with one Celery thread beside it on the same queue) or `threads` (Celery's thread pool only).
+    delivery_engine: Literal["pump", "threads"] = "pump"
 
     # --- status and DLQ retention (seed contract) --------------------------------------------
     # TTL of a `delivered` status record, seconds (30 min).

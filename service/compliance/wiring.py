@@ -16,14 +16,16 @@ from functools import cached_property
 import redis
 
 from compliance.delivery import ssrf
+from compliance.delivery.async_sender import AsyncSender
 from compliance.delivery.dispatch import Dispatcher
 from compliance.delivery.engine import Deliverer
 from compliance.delivery.ledger import Ledger
+from compliance.delivery.pump import Pump
 from compliance.delivery.runner import DeliveryRunner, Sweeper
 from compliance.delivery.sender import Sender
 from compliance.delivery.submit import Submitter
 from compliance.messaging import ComplianceCelery, create_celery_app
-from compliance.redis_client import create_redis
+from compliance.redis_client import create_async_redis, create_redis
 from compliance.reports.facade import ComplianceFacade, load_facade
 from compliance.reports.storage import ReportStorage, build_storage
 from compliance.reports.workflow import Workflow
@@ -132,6 +134,18 @@ class Container:
         """Signals due webhooks and recovers lapsed leases."""
         return Sweeper(settings=self.settings, schedule=self.schedule,
                        dispatcher=self.dispatcher, clock=self.clock)
+
+    def pump(self, max_in_flight: int) -> Pump:
+        """A new asyncio delivery engine (one per worker process; it owns its event loop)."""
+        s = self.settings
+        sender = AsyncSender(connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
+                             body_cap=s.response_body_cap, max_connections=max_in_flight,
+                             allow_loopback=s.allow_loopback_targets, resolver=self.resolver)
+        scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts]
+        return Pump(settings=s, schedule=self.schedule, ledger=self.ledger,
+                    deliverer=self.deliverer, breakers=self.breakers, sender=sender,
+                    redis_factory=lambda: create_async_redis(s), scripts=scripts,
+                    max_in_flight=max_in_flight, clock=self.clock)
 
     # --- reports -----------------------------------------------------------------------------
     @cached_property

@@ -24,6 +24,8 @@ class Dispatcher:
             for webhook_id in webhook_ids:
                 self._celery.send_task(
                     DELIVER_TASK, args=[webhook_id], queue=self._queue, producer=producer,
-                    argsrepr=f"<webhook {webhook_id}>", kwargsrepr="{}")
+                    argsrepr=f"<webhook {webhook_id}>", kwargsrepr="{}",
+                    # Read by the asyncio engine's take script (Lua has no base64 for the body).
+                    headers={"webhook_id": webhook_id})
                 sent += 1
         return sent

@@ -1,4 +1,10 @@
-"""One delivery attempt from start to decision: the engine the Celery task calls."""
+"""One delivery attempt from start to decision.
+
+``Deliverer.attempt`` runs one attempt synchronously (the Celery task's path). Its steps are
+public so that the asyncio engine (``delivery.pump``) runs the same decisions with its own I/O:
+``target``, ``resolve``, ``sign``, then ``settle`` or ``defer`` or ``refuse``, each of which may
+queue its writes on a pipeline instead of committing them at once.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from typing import Any
 
 from compliance.delivery import policy, signing, ssrf
 from compliance.delivery.ledger import Ledger
@@ -61,29 +68,38 @@ class Deliverer:
     def attempt(self, env: Envelope) -> AttemptOutcome:
         """Try once (the caller holds the webhook's lease) and record what follows."""
         try:
-            target = ssrf.parse_target(
-                env.url, https_only=self._s.https_only, allowed_ports=self._s.allowed_ports
-            )
+            target = self.target(env)
         except ssrf.UnsafeURLError as exc:
-            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+            return self.refuse(env, exc)
 
         # The breaker first: while it is open nothing is resolved or sent, and the webhook waits.
         decision, wait = self._breakers.acquire(target.origin, now=self._clock())
         if decision is BreakerDecision.DENY:
-            return self._defer(env, target.origin, wait)
+            return self.defer(env, target.origin, wait)
+        probe = decision is BreakerDecision.PROBE
         try:
-            address = ssrf.resolve_checked(
-                target, allow_loopback=self._s.allow_loopback_targets, resolver=self._resolver
-            )
+            address = self.resolve(target)
         except ssrf.UnresolvedHostError as exc:
-            # DNS may come back: retried with backoff like a refused connection, and counted
-            # by the breaker like one (a destination nobody can resolve is down).
-            failed = AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
-            return self._settle(env, target.origin, decision is BreakerDecision.PROBE, failed, {})
+            return self.settle(env, target.origin, probe, unresolved(exc), {})
         except ssrf.UnsafeURLError as exc:
             # Refused before anything was sent; a probe slot taken here lapses with its lease.
-            return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {})
+            return self.refuse(env, exc)
+        body, headers = self.sign(env)
+        result = self._sender.post(target, address, body, headers)
+        return self.settle(env, target.origin, probe, result, headers)
 
+    def target(self, env: Envelope) -> ssrf.Target:
+        """The parsed destination (raises UnsafeURLError)."""
+        return ssrf.parse_target(env.url, https_only=self._s.https_only,
+                                 allowed_ports=self._s.allowed_ports)
+
+    def resolve(self, target: ssrf.Target) -> str:
+        """The checked address to connect to (raises UnresolvedHostError, UnsafeURLError)."""
+        return ssrf.resolve_checked(target, allow_loopback=self._s.allow_loopback_targets,
+                                    resolver=self._resolver)
+
+    def sign(self, env: Envelope) -> tuple[bytes, dict[str, str]]:
+        """The body and the signed headers of one attempt."""
         body = json.dumps(
             {"type": env.event, "timestamp": _iso(self._clock()), "data": env.payload},
             separators=(",", ":"), sort_keys=True,
@@ -92,13 +108,18 @@ class Deliverer:
             secrets=self.secrets, webhook_id=env.webhook_id, body=body,
             correlation_id=env.correlation_id,
         )
-        result = self._sender.post(target, address, body.encode(), headers)
-        return self._settle(env, target.origin, decision is BreakerDecision.PROBE, result, headers)
+        return body.encode(), headers
 
-    def _settle(
+    def refuse(self, env: Envelope, exc: ssrf.UnsafeURLError, pipe: Any = None) -> AttemptOutcome:
+        """Dead-letter a webhook whose URL the outbound guard refuses."""
+        return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {},
+                                 pipe=pipe)
+
+    def settle(
         self, env: Envelope, origin: str, was_probe: bool, result: AttemptResult,
-        headers: dict[str, str],
+        headers: dict[str, str], pipe: Any = None,
     ) -> AttemptOutcome:
+        """Feed the breaker, decide the next step, and record it (on ``pipe`` when given)."""
         now = self._clock()
         outcome = (
             policy.classify_status(result.status_code)
@@ -110,7 +131,7 @@ class Deliverer:
             else BreakerResult.FAILURE if outcome.counts_as_breaker_failure
             else BreakerResult.NEUTRAL
         )
-        self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now)
+        self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now, pipe=pipe)
         metrics.WEBHOOK_DELIVERY_DURATION.observe(result.duration_seconds)
         metrics.WEBHOOK_ATTEMPTS.labels(
             result="delivered" if outcome.delivered else str(outcome.error_type)
@@ -135,7 +156,7 @@ class Deliverer:
             outcome, attempts_made=env.attempts, max_retries=self._s.max_retries, delay_if_retry=delay
         )
         if step.action is Action.DELIVERED:
-            self._ledger.delivered(env, now)
+            self._ledger.delivered(env, now, pipe=pipe)
             metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
             log.info("webhook delivered", extra={"webhook_id": env.webhook_id,
                                                  "attempts": env.attempts})
@@ -145,16 +166,17 @@ class Deliverer:
             metrics.WEBHOOK_RETRIES.inc()
             self._ledger.reschedule(env, now, due_at=now + step.delay,
                                     error=(error_type, result.message),
-                                    status_code=result.status_code)
+                                    status_code=result.status_code, pipe=pipe)
             log.info("webhook retry scheduled", extra={
                 "webhook_id": env.webhook_id, "attempts": env.attempts,
                 "delay": round(step.delay, 3), "error_type": str(error_type),
                 "error": result.message})
             return AttemptOutcome.RETRY
         return self._dead_letter(env, error_type, result.message, headers,
-                                 status_code=result.status_code)
+                                 status_code=result.status_code, pipe=pipe)
 
-    def _defer(self, env: Envelope, origin: str, wait: float) -> AttemptOutcome:
+    def defer(self, env: Envelope, origin: str, wait: float, pipe: Any = None) -> AttemptOutcome:
+        """The breaker is open: due again when it may half-open (not an attempt)."""
         delay = policy.deferral_delay(
             open_remaining=wait, jitter_cap=max(1.0, self._s.breaker_reset_timeout / 10),
             rng=self._rng,
@@ -163,29 +185,39 @@ class Deliverer:
             return self._dead_letter(
                 env, ErrorType.CIRCUIT_OPEN,
                 f"circuit breaker for {origin} stayed open for {env.deferred_seconds:.0f} s", {},
+                pipe=pipe,
             )
         metrics.WEBHOOK_DEFERRALS.inc()
         env = env.model_copy(update={"deferred_seconds": env.deferred_seconds + delay})
         now = self._clock()
         self._ledger.reschedule(env, now, due_at=now + delay,
-                                error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"))
+                                error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"),
+                                pipe=pipe)
         return AttemptOutcome.DEFERRED
 
-    def dead_letter(self, env: Envelope, error_type: ErrorType, message: str) -> AttemptOutcome:
+    def dead_letter(self, env: Envelope, error_type: ErrorType, message: str,
+                    pipe: Any = None) -> AttemptOutcome:
         """Settle a webhook as failed from outside an attempt (poison message, time limit)."""
-        return self._dead_letter(env, error_type, message, {})
+        return self._dead_letter(env, error_type, message, {}, pipe=pipe)
 
     def _dead_letter(
         self, env: Envelope, error_type: ErrorType, message: str, headers: dict[str, str],
-        status_code: int | None = None,
+        status_code: int | None = None, pipe: Any = None,
     ) -> AttemptOutcome:
         self._ledger.dead_letter(env, self._clock(), error_type=error_type, message=message,
-                                 headers=signing.without_secrets(headers), status_code=status_code)
+                                 headers=signing.without_secrets(headers), status_code=status_code,
+                                 pipe=pipe)
         metrics.WEBHOOK_DELIVERIES.labels(outcome="failed").inc()
         metrics.DLQ_WRITES.labels(error_type=str(error_type)).inc()
         log.warning("webhook dead-lettered", extra={
             "webhook_id": env.webhook_id, "error_type": str(error_type), "error": message})
         return AttemptOutcome.DEAD_LETTERED
+
+
+def unresolved(exc: ssrf.UnresolvedHostError) -> AttemptResult:
+    """A DNS failure as an attempt's result: it may pass, so it is retried like a refused
+    connection, and the breaker counts it like one (a destination nobody can resolve is down)."""
+    return AttemptResult(None, ErrorType.CONNECTION, exc.reason, 0.0)
 
 
 def _iso(ts: float) -> str:

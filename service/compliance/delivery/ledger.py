@@ -1,9 +1,14 @@
 """Every state change of a webhook, written in one MULTI/EXEC: status record, envelope, schedule,
-and dead letter together, so a crash between two writes cannot leave them disagreeing."""
+and dead letter together, so a crash between two writes cannot leave them disagreeing.
+
+Each method either runs its own transaction or, given ``pipe`` (a transactional pipeline, sync or
+asyncio), only queues its writes there: the asyncio engine commits many webhooks' steps at once.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis
 from pydantic import ValidationError
@@ -38,27 +43,30 @@ class Ledger:
                               signal_until=now + self._s.delivery_signal_timeout)
         pipe.execute()
 
-    def delivered(self, env: Envelope, now: float) -> None:
+    def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
         """``delivered``; the envelope goes (a delivered webhook is never sent again)."""
-        pipe = self._r.pipeline(transaction=True)
-        self._statuses.put(status_record(env, Status.DELIVERED, now), pipe)
-        self._schedule.finish(pipe, env.webhook_id)
-        pipe.execute()
+        own = self._r.pipeline(transaction=True) if pipe is None else pipe
+        self._statuses.put(status_record(env, Status.DELIVERED, now), own)
+        self._schedule.finish(own, env.webhook_id)
+        if pipe is None:
+            own.execute()
 
     def reschedule(self, env: Envelope, now: float, *, due_at: float,
                    error: tuple[str, str] | None, status_code: int | None = None,
-                   reset_runs: bool = True) -> None:
+                   reset_runs: bool = True, pipe: Any = None) -> None:
         """``retrying`` until ``due_at``, when the sweeper signals it again."""
-        pipe = self._r.pipeline(transaction=True)
+        own = self._r.pipeline(transaction=True) if pipe is None else pipe
         self._statuses.put(status_record(env, Status.RETRYING, now, error=error,
-                                         status_code=status_code, next_at=due_at), pipe)
-        self._schedule.reschedule(pipe, env.webhook_id, env.model_dump_json(),
+                                         status_code=status_code, next_at=due_at), own)
+        self._schedule.reschedule(own, env.webhook_id, env.model_dump_json(),
                                   ttl=self._s.status_ttl_open, due_at=due_at,
                                   reset_runs=reset_runs)
-        pipe.execute()
+        if pipe is None:
+            own.execute()
 
     def dead_letter(self, env: Envelope, now: float, *, error_type: str, message: str,
-                    headers: dict[str, str], status_code: int | None = None) -> DeadLetter:
+                    headers: dict[str, str], status_code: int | None = None,
+                    pipe: Any = None) -> DeadLetter:
         """``failed`` with its dead letter. An entry that cannot be serialised as it is (say, a
         payload string with no UTF-8 form) is kept without its payload, and says so: a terminal
         step must not fail, or the webhook would loop."""
@@ -71,10 +79,11 @@ class Ledger:
                 "webhook_id": env.webhook_id, "error": f"{type(exc).__name__}"})
             entry = entry.model_copy(update={
                 "payload": {}, "error": f"{message} (payload not kept: it cannot be serialised)"})
-        pipe = self._r.pipeline(transaction=True)
-        self._dlq.put(entry, pipe)
+        own = self._r.pipeline(transaction=True) if pipe is None else pipe
+        self._dlq.put(entry, own)
         self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
-                                         status_code=status_code), pipe)
-        self._schedule.finish(pipe, env.webhook_id)
-        pipe.execute()
+                                         status_code=status_code), own)
+        self._schedule.finish(own, env.webhook_id)
+        if pipe is None:
+            own.execute()
         return entry

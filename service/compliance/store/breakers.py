@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from enum import StrEnum
+from typing import Any
 
 import redis
 
@@ -149,16 +150,34 @@ class BreakerStore:
         return BreakerDecision(_text(decision)), float(seconds)
 
     def record(
-        self, destination: str, result: BreakerResult, *, was_probe: bool, now: float | None = None
+        self, destination: str, result: BreakerResult, *, was_probe: bool,
+        now: float | None = None, pipe: Any = None,
     ) -> str:
-        """Feed one result (success | failure | neutral) into the breaker; returns its state."""
+        """Feed one result (success | failure | neutral) into the breaker; returns its state
+        (or, given ``pipe``, queues the update there and returns "")."""
         now = time.time() if now is None else now
-        return str(
-            self._record(
-                keys=self._keys(destination),
-                args=self._args(destination, result, was_probe, now),
-            )
+        reply = self._record(
+            keys=self._keys(destination),
+            args=self._args(destination, result, was_probe, now),
+            client=pipe,
         )
+        return "" if pipe is not None else str(reply)
+
+    def acquire_on(self, pipe: Any, destination: str, now: float) -> None:
+        """Queue ``acquire`` on a pipeline; read the reply with ``acquired``."""
+        self._acquire(keys=[keys.breaker_key(destination)],
+                      args=[repr(now), self.reset_timeout, self.probe_lease], client=pipe)
+
+    @staticmethod
+    def acquired(reply: Any) -> tuple[BreakerDecision, float]:
+        """The (decision, seconds to wait) of a queued ``acquire``'s reply."""
+        decision, seconds = reply
+        return BreakerDecision(_text(decision)), float(seconds)
+
+    @property
+    def scripts(self) -> list[Any]:
+        """The Lua scripts (an asyncio pipeline needs them loaded before use)."""
+        return [self._acquire, self._record]
 
     def _keys(self, destination: str) -> list[str]:
         return [keys.breaker_key(destination), keys.BREAKER_INDEX, keys.BREAKER_NOT_CLOSED_INDEX]

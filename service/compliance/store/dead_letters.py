@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from compliance.settings import Settings
 from compliance.store import keys
@@ -76,7 +76,7 @@ class DeadLetterStore:
         self._settings = settings
         self._remove_replayed = client.register_script(_REMOVE_REPLAYED)
 
-    def put(self, entry: DeadLetter, pipe: Pipeline | None = None) -> None:
+    def put(self, entry: DeadLetter, pipe: Any = None) -> None:
         """Store ``entry`` with the dead-letter TTL and index it by failure time (on ``pipe``,
         when given, so that it commits with the caller's other writes)."""
         own = pipe is None

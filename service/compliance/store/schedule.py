@@ -19,50 +19,88 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from compliance.store import keys
 
+# claim(id, hash, status key, due, leased, mark, now, lease until) -> {state, env, runs}
+_CLAIM_FN = """
+local function claim(id, h, sk, due_key, leased_key, mark_key, now, lease_until)
+  local env = redis.call('HGET', h, 'env')
+  if not env then
+    redis.call('ZREM', due_key, id)
+    redis.call('ZREM', leased_key, id)
+    return {'missing', '', '0'}
+  end
+  local raw = redis.call('GET', sk)
+  if raw then
+    local ok, rec = pcall(cjson.decode, raw)
+    if ok and (rec['status'] == 'delivered' or rec['status'] == 'failed') then
+      redis.call('DEL', h)
+      redis.call('ZREM', due_key, id)
+      redis.call('ZREM', leased_key, id)
+      return {'settled', '', '0'}
+    end
+  end
+  local due = redis.call('ZSCORE', due_key, id)
+  if due and tonumber(due) > tonumber(now) then
+    return {'not_due', '', '0'}
+  end
+  local held = redis.call('HGET', h, 'held_until')
+  if held and tonumber(held) > tonumber(now) then
+    return {'busy', '', '0'}
+  end
+  local runs = redis.call('HINCRBY', h, 'runs', 1)
+  redis.call('HSET', h, 'held_until', lease_until)
+  local sent = redis.call('HGET', h, 'signalled_at')
+  if sent then
+    local mark = redis.call('GET', mark_key)
+    if (not mark) or tonumber(sent) > tonumber(mark) then
+      redis.call('SET', mark_key, sent)
+    end
+  end
+  redis.call('ZREM', due_key, id)
+  redis.call('ZADD', leased_key, lease_until, id)
+  return {'claimed', env, tostring(runs)}
+end
+"""
+
 # KEYS: webhook hash, status record, due, leased, claimed-signal mark. ARGV: id, now, lease until.
-_CLAIM = """
-local env = redis.call('HGET', KEYS[1], 'env')
-if not env then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-  return {'missing'}
+_CLAIM = _CLAIM_FN + """
+return claim(ARGV[1], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3])
+"""
+
+# Pop up to ARGV[1] signals off the delivery queue and claim each, in one script: a signal is
+# never off the list without its webhook being leased (kombu's BRPOP has that gap; this has not).
+# A message without a ``webhook_id`` header (a task from before durable delivery, or not ours) is
+# pushed back to the far end for the Celery consumer.
+# KEYS: queue list, due, leased, mark. ARGV: n, now, lease until, webhook prefix, status prefix.
+# Returns flat quadruples: state, webhook id, envelope (or ''), runs.
+_TAKE = _CLAIM_FN + """
+local out = {}
+local popped = redis.call('RPOP', KEYS[1], tonumber(ARGV[1]))
+if not popped then
+  return out
 end
-local raw = redis.call('GET', KEYS[2])
-if raw then
-  local ok, rec = pcall(cjson.decode, raw)
-  if ok and (rec['status'] == 'delivered' or rec['status'] == 'failed') then
-    redis.call('DEL', KEYS[1])
-    redis.call('ZREM', KEYS[3], ARGV[1])
-    redis.call('ZREM', KEYS[4], ARGV[1])
-    return {'settled'}
+for _, raw in ipairs(popped) do
+  local ok, msg = pcall(cjson.decode, raw)
+  local id = nil
+  if ok and type(msg) == 'table' and type(msg['headers']) == 'table' then
+    id = msg['headers']['webhook_id']
+  end
+  if type(id) ~= 'string' then
+    redis.call('LPUSH', KEYS[1], raw)
+  else
+    local r = claim(id, ARGV[4] .. id, ARGV[5] .. id, KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3])
+    table.insert(out, r[1])
+    table.insert(out, id)
+    table.insert(out, r[2])
+    table.insert(out, r[3])
   end
 end
-local due = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if due and tonumber(due) > tonumber(ARGV[2]) then
-  return {'not_due'}
-end
-local held = redis.call('HGET', KEYS[1], 'held_until')
-if held and tonumber(held) > tonumber(ARGV[2]) then
-  return {'busy'}
-end
-local runs = redis.call('HINCRBY', KEYS[1], 'runs', 1)
-redis.call('HSET', KEYS[1], 'held_until', ARGV[3])
-local sent = redis.call('HGET', KEYS[1], 'signalled_at')
-if sent then
-  local mark = redis.call('GET', KEYS[5])
-  if (not mark) or tonumber(sent) > tonumber(mark) then
-    redis.call('SET', KEYS[5], sent)
-  end
-end
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-return {'claimed', env, tostring(runs)}
+return out
 """
 
 # KEYS: due, leased, the delivery queue's list, claimed-signal mark.
@@ -156,8 +194,9 @@ class ScheduleStore:
         self._queue_key = queue_key
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
+        self._take_scripts: dict[int, Any] = {}
 
-    def create(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int, now: float,
+    def create(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int, now: float,
                signal_until: float) -> None:
         """A new (or replayed) webhook, about to be signalled; queued on ``pipe``."""
         key = keys.webhook_key(webhook_id)
@@ -167,7 +206,7 @@ class ScheduleStore:
         pipe.zrem(keys.DUE_INDEX, webhook_id)
         pipe.zadd(keys.LEASE_INDEX, {webhook_id: signal_until})
 
-    def reschedule(self, pipe: Pipeline, webhook_id: str, envelope: str, *, ttl: int,
+    def reschedule(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int,
                    due_at: float, reset_runs: bool = True) -> None:
         """Release the lease and try again at ``due_at`` (a retry or a deferral)."""
         key = keys.webhook_key(webhook_id)
@@ -179,7 +218,7 @@ class ScheduleStore:
         pipe.zrem(keys.LEASE_INDEX, webhook_id)
         pipe.zadd(keys.DUE_INDEX, {webhook_id: due_at})
 
-    def finish(self, pipe: Pipeline, webhook_id: str) -> None:
+    def finish(self, pipe: Any, webhook_id: str) -> None:
         """The webhook is settled (delivered or dead-lettered): nothing of it stays here."""
         pipe.delete(keys.webhook_key(webhook_id))
         pipe.zrem(keys.DUE_INDEX, webhook_id)
@@ -195,6 +234,31 @@ class ScheduleStore:
         if state is ClaimState.CLAIMED:
             return Claim(state, _text(reply[1]), int(reply[2]))
         return Claim(state)
+
+    async def take(self, aclient: Any, *, count: int, now: float,
+                   lease_until: float) -> list[tuple[str, Claim]]:
+        """Pop up to ``count`` signals and claim their webhooks (asyncio client, one round trip)."""
+        reply = await self._take_async(aclient)(
+            keys=[self._queue_key, keys.DUE_INDEX, keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK],
+            args=[count, repr(now), repr(lease_until), keys.WEBHOOK_PREFIX, keys.STATUS_PREFIX])
+        out = []
+        for i in range(0, len(reply), 4):
+            state = ClaimState(_text(reply[i]))
+            claim = (Claim(state, _text(reply[i + 2]), int(reply[i + 3]))
+                     if state is ClaimState.CLAIMED else Claim(state))
+            out.append((_text(reply[i + 1]), claim))
+        return out
+
+    def _take_async(self, aclient: Any) -> Any:
+        script = self._take_scripts.get(id(aclient))
+        if script is None:
+            script = self._take_scripts[id(aclient)] = aclient.register_script(_TAKE)
+        return script
+
+    @property
+    def scripts(self) -> list[Any]:
+        """The Lua scripts that may run inside a pipeline (loaded before an asyncio one)."""
+        return [self._claim, self._sweep]
 
     def sweep(self, *, now: float, signal_until: float, limit: int) -> Sweep:
         """Take due and lapsed webhooks for signalling; safe in any number of processes at once."""

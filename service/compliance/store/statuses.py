@@ -7,9 +7,9 @@ import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from compliance.settings import Settings
 from compliance.store import keys
@@ -71,7 +71,7 @@ class StatusStore:
         self._settings = settings
         self._put = client.register_script(_PUT)
 
-    def put(self, record: WebhookStatus, pipe: Pipeline | None = None) -> None:
+    def put(self, record: WebhookStatus, pipe: Any = None) -> None:
         """Write ``record`` with its status's TTL and index it under that status (on ``pipe``,
         when given, so that it commits with the caller's other writes)."""
         self._put(
@@ -90,6 +90,11 @@ class StatusStore:
             ],
             client=pipe,
         )
+
+    @property
+    def scripts(self) -> list[Any]:
+        """The Lua scripts that may run inside a pipeline (loaded before an asyncio one)."""
+        return [self._put]
 
     def get(self, webhook_id: str) -> WebhookStatus | None:
         """The record, or None when it never existed or has expired."""

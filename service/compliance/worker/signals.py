@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any
 
 from asgi_correlation_id import correlation_id
@@ -20,6 +21,25 @@ from compliance.wiring import forget_process, process_container
 log = logging.getLogger(__name__)
 HEADER = "correlation_id"
 _sweeper_stop: list[Any] = []
+_pumps: list[Any] = []
+
+
+def _stop_taking_on_signals() -> None:
+    """Stop the engines' intake the moment a shutdown signal arrives. Celery's own handler first
+    waits out the soft shutdown and only then announces it (``worker_shutting_down``): an engine
+    would keep taking new work all that while."""
+    for name in ("SIGTERM", "SIGQUIT", "SIGINT"):
+        sig = getattr(signal, name)
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def _handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            for pump in _pumps:
+                pump.stop(timeout=0)
+            previous(signum, frame)
+
+        signal.signal(sig, _handler)
 
 
 def _consumes_deliveries(sender: Any, settings: Settings) -> bool:
@@ -60,16 +80,33 @@ def connect(app: Celery) -> None:
         forget_process()
 
     @signals.worker_ready.connect(weak=False)
-    def _start_sweeper(sender: Any = None, **_: Any) -> None:
-        if _consumes_deliveries(sender, settings):
-            _sweeper_stop.append(process_container(settings).sweeper.start())
-            log.info("delivery sweeper started",
-                     extra={"interval": settings.delivery_sweep_interval})
+    def _start_delivery_engine(sender: Any = None, **_: Any) -> None:
+        if not _consumes_deliveries(sender, settings):
+            return
+        container = process_container(settings)
+        _sweeper_stop.append(container.sweeper.start())
+        log.info("delivery sweeper started", extra={"interval": settings.delivery_sweep_interval})
+        configured = sender.app.conf.get("compliance_pump_in_flight")
+        in_flight = settings.delivery_concurrency if configured is None else int(configured)
+        if settings.delivery_engine == "pump" and in_flight > 0:
+            pump = container.pump(in_flight)
+            pump.start()
+            _pumps.append(pump)
+            _stop_taking_on_signals()
+            log.info("delivery engine started", extra={"max_in_flight": in_flight})
 
     @signals.worker_shutting_down.connect(weak=False)
-    def _stop_sweeper(**_: Any) -> None:
+    def _stop_taking(**_: Any) -> None:
         for stop in _sweeper_stop:
             stop.set()
+        for pump in _pumps:
+            pump.stop(timeout=0)  # takes nothing more; in-flight work finishes
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _drain(**_: Any) -> None:
+        for pump in _pumps:
+            if not pump.stop(timeout=settings.worker_soft_shutdown_timeout):
+                log.warning("delivery engine stopped with work in flight; leases bring it back")
 
     @signals.worker_process_shutdown.connect(weak=False)
     def _process_exit(pid: int | None = None, **_: Any) -> None:

@@ -1,0 +1,273 @@
+"""The asyncio delivery engine: many deliveries in flight on one event loop, few round trips.
+
+It runs in a thread of every delivery worker process, beside Celery (which keeps one thread on
+the same queue, so ``celery inspect active`` still shows deliveries at work). Per batch:
+
+1. one Lua script pops up to N signals off ``compliance-compliance_webhooks`` *and* claims their
+   webhooks (lease, run count): no signal is ever off the list unclaimed;
+2. one pipeline asks the destinations' circuit breakers;
+3. each delivery is sent by aiohttp, through the outbound guard's resolver;
+4. the outcomes (breaker result, status, envelope, schedule or dead letter) are committed
+   together in one transaction, a few milliseconds' worth at a time.
+
+The decisions are the synchronous engine's own (``Deliverer.settle``, ``defer``, ``refuse``).
+What the pump holds is only ever leased work: if it dies, the sweeper brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from compliance.delivery import ssrf
+from compliance.delivery.async_sender import AsyncSender, is_literal
+from compliance.delivery.engine import Deliverer, unresolved
+from compliance.delivery.ledger import Ledger
+from compliance.delivery.models import Envelope
+from compliance.delivery.policy import ErrorType
+from compliance.observability import metrics
+from compliance.settings import Settings
+from compliance.store.breakers import BreakerDecision, BreakerStore
+from compliance.store.schedule import ClaimState, ScheduleStore
+
+log = logging.getLogger(__name__)
+Write = Callable[[Any], Any]
+
+
+class Pump:
+    """Takes, delivers and commits webhooks on its own event loop."""
+
+    def __init__(self, *, settings: Settings, schedule: ScheduleStore, ledger: Ledger,
+                 deliverer: Deliverer, breakers: BreakerStore, sender: AsyncSender,
+                 redis_factory: Callable[[], Any], scripts: list[Any], max_in_flight: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._s = settings
+        self._schedule = schedule
+        self._ledger = ledger
+        self._deliverer = deliverer
+        self._breakers = breakers
+        self._sender = sender
+        self._redis_factory = redis_factory
+        self._scripts = scripts
+        self.max_in_flight = max_in_flight
+        self._clock = clock
+        self._redis: Any = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._room: asyncio.Event | None = None
+        self.healthy = True
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Run the engine in a daemon thread with its own event loop."""
+        threading.Thread(target=lambda: asyncio.run(self.run()), name="delivery-pump",
+                         daemon=True).start()
+
+    def stop(self, timeout: float) -> bool:
+        """Take nothing more, let in-flight deliveries finish; True when they did in time."""
+        self._stopping.set()
+        return self._stopped.wait(timeout)
+
+    async def run(self) -> None:
+        """Take batches until stopped, then drain and commit what is in flight."""
+        self._redis = self._redis_factory()
+        self._room = asyncio.Event()
+        idle = 0.005
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                free = self.max_in_flight - len(self._in_flight)
+                if free <= 0:
+                    self._room.clear()
+                    await self._wait_for_room()
+                    continue
+                try:
+                    taken = await self._take(min(free, self._s.delivery_sweep_batch))
+                except Exception as exc:
+                    failures += 1
+                    self.healthy = False
+                    if failures == 1 or failures % 50 == 0:
+                        log.warning("delivery engine cannot take work; retrying", extra={
+                            "error": f"{type(exc).__name__}: {exc}"[:300], "failures": failures})
+                    await asyncio.sleep(min(5.0, 0.05 * 2 ** min(failures, 7)))
+                    continue
+                failures = 0
+                self.healthy = True
+                if taken:
+                    idle = 0.005
+                else:
+                    await asyncio.sleep(idle)
+                    idle = min(idle * 2, 0.1)
+            if self._in_flight:
+                await asyncio.wait(self._in_flight)
+            await self._flush()
+        finally:
+            await self._sender.close()
+            await self._redis.aclose()
+            self._stopped.set()
+
+    async def _wait_for_room(self) -> None:
+        assert self._room is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._room.wait(), timeout=0.5)
+
+    # --- taking -------------------------------------------------------------------------------
+    async def _take(self, count: int) -> int:
+        now = self._clock()
+        taken = await self._schedule.take(self._redis, count=count, now=now,
+                                          lease_until=now + self._s.delivery_lease_seconds)
+        work: list[tuple[Envelope, ssrf.Target | None, int]] = []
+        for webhook_id, claim in taken:
+            if claim.state is ClaimState.MISSING:
+                metrics.TASKS.labels(task="deliver_webhook", state="missing").inc()
+                continue
+            if claim.state is not ClaimState.CLAIMED or claim.envelope is None:
+                metrics.WEBHOOK_DUPLICATES.inc()
+                continue
+            try:
+                env = Envelope.model_validate_json(claim.envelope)
+            except ValidationError:
+                log.error("unreadable envelope; webhook held until its record expires",
+                          extra={"webhook_id": webhook_id})
+                continue
+            try:
+                target: ssrf.Target | None = self._deliverer.target(env)
+            except ssrf.UnsafeURLError:
+                target = None
+            work.append((env, target, claim.runs))
+        if not work:
+            return len(taken)
+        decisions = await self._acquire([t.origin for _, t, _ in work if t is not None], now)
+        for env, target, runs in work:
+            decision = decisions.pop(0) if target is not None else None
+            task = asyncio.create_task(self._deliver(env, target, runs, decision))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        return len(taken)
+
+    async def _acquire(self, origins: list[str], now: float) -> list[tuple[BreakerDecision, float]]:
+        if not origins:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for script in self._breakers.scripts:
+            pipe.scripts.add(script)
+        for origin in origins:
+            self._breakers.acquire_on(pipe, origin, now)
+        return [self._breakers.acquired(reply) for reply in await pipe.execute()]
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._room is not None:
+            self._room.set()
+
+    # --- one delivery -------------------------------------------------------------------------
+    async def _deliver(self, env: Envelope, target: ssrf.Target | None, runs: int,
+                       decision: tuple[BreakerDecision, float] | None) -> None:
+        started = time.monotonic()
+        state = "done"
+        try:
+            await self._attempt(env, target, runs, decision)
+        except Exception:
+            state = "error"
+            log.exception("delivery attempt crashed; due again shortly",
+                          extra={"webhook_id": env.webhook_id})
+            now = self._clock()
+            await self._commit(lambda pipe: self._ledger.reschedule(
+                env, now, due_at=now + min(60, 2 ** runs), reset_runs=False,
+                error=(ErrorType.INTERNAL, "delivery attempt crashed"), pipe=pipe))
+        metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
+        metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+
+    async def _attempt(self, env: Envelope, target: ssrf.Target | None, runs: int,
+                       decision: tuple[BreakerDecision, float] | None) -> None:
+        d = self._deliverer
+        if runs > self._s.max_redeliveries:
+            message = f"attempt started {runs} times without finishing"
+            await self._commit(lambda pipe: d.dead_letter(env, ErrorType.POISON, message, pipe=pipe))
+            return
+        if target is None or decision is None:
+            try:
+                d.target(env)
+            except ssrf.UnsafeURLError as exc:
+                refused = exc  # `exc` is unbound after the block; the write runs later
+                await self._commit(lambda pipe: d.refuse(env, refused, pipe=pipe))
+            return
+        verdict, wait = decision
+        if verdict is BreakerDecision.DENY:
+            await self._commit(lambda pipe: d.defer(env, target.origin, wait, pipe=pipe))
+            return
+        probe = verdict is BreakerDecision.PROBE
+        try:
+            await self._check(target)
+        except ssrf.UnresolvedHostError as exc:
+            failed = unresolved(exc)
+            await self._commit(lambda pipe: d.settle(env, target.origin, probe, failed, {}, pipe=pipe))
+            return
+        except ssrf.UnsafeURLError as exc:
+            forbidden = exc  # `exc` is unbound after the block; the write runs later
+            await self._commit(lambda pipe: d.refuse(env, forbidden, pipe=pipe))
+            return
+        body, headers = d.sign(env)
+        result = await self._sender.post(target, body, headers)
+        await self._commit(lambda pipe: d.settle(env, target.origin, probe, result, headers,
+                                                 pipe=pipe))
+
+    async def _check(self, target: ssrf.Target) -> None:
+        """The outbound guard before anything is sent (aiohttp's resolver checks it again for
+        each new connection): a forbidden address is refused, not retried."""
+        if is_literal(target.host):
+            self._deliverer.resolve(target)
+        else:
+            await asyncio.to_thread(self._deliverer.resolve, target)
+
+    # --- committing ---------------------------------------------------------------------------
+    async def _commit(self, write: Write) -> None:
+        """Queue ``write`` for the next transaction; return once it is committed (or failed)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((write, future))
+        if len(self._pending) >= 256:
+            await self._flush()
+        elif self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.create_task(self._flush_soon())
+        try:
+            await future
+        except Exception as exc:
+            # Not committed: the webhook's lease brings it back (a duplicate, never a loss).
+            log.warning("delivery outcome not recorded; the lease will bring it back",
+                        extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0.002)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        for script in self._scripts:
+            pipe.scripts.add(script)
+        error: Exception | None = None
+        try:
+            for write, _ in batch:
+                write(pipe)
+            await pipe.execute()
+        except Exception as exc:
+            error = exc
+        for _, future in batch:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)

@@ -40,7 +40,7 @@ REFUSED = [
     ("http://[::]/", "unspecified"),
     ("http://224.0.0.1/", "multicast"),
     ("http://[ff02::1]/", "multicast"),
-    ("http://240.0.0.1/", "private"),  # 240/4 is in the special-purpose registry
+    ("http://240.0.0.1/", "reserved"),  # 240/4 is in the special-purpose registry
     ("http://[fe80::1]/", "link-local"),
     ("http://[fc00::1]/", "private"),
     ("http://[::ffff:127.0.0.1]/", "embeds 127.0.0.1"),

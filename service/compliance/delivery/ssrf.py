@@ -20,6 +20,95 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
 )
+
+
+@dataclass(frozen=True)
+class Block:
+    """One row of an IANA special-purpose address registry."""
+
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    name: str
+    globally_reachable: bool = False
+
+
+def _blocks(*rows: tuple[str, str] | tuple[str, str, bool]) -> tuple[Block, ...]:
+    return tuple(Block(ipaddress.ip_network(row[0]), row[1], *row[2:]) for row in rows)
+
+
+# The rules are data, not Python's is_global/is_private tables (which change between patch
+# releases). IPv4: the IANA IPv4 Special-Purpose Address Registry (2025), plus multicast; an
+# address in a block is refused unless IANA marks the block globally reachable (the most specific
+# block decides: 192.0.0.9/32 inside 192.0.0.0/24). Every other IPv4 address is public.
+IPV4_SPECIAL = _blocks(
+    ("0.0.0.0/8", "'this network' address (RFC 791)"),
+    ("0.0.0.0/32", "unspecified address"),
+    ("10.0.0.0/8", "private address (RFC 1918)"),
+    ("100.64.0.0/10", "carrier-grade NAT address (RFC 6598)"),
+    ("127.0.0.0/8", "loopback address"),
+    ("169.254.0.0/16", "link-local address (includes cloud metadata 169.254.169.254)"),
+    ("172.16.0.0/12", "private address (RFC 1918)"),
+    ("192.0.0.0/24", "IETF protocol assignment (RFC 6890)"),
+    ("192.0.0.0/29", "IPv4 service continuity prefix (RFC 7335)"),
+    ("192.0.0.8/32", "IPv4 dummy address (RFC 7600)"),
+    ("192.0.0.9/32", "port control protocol anycast (RFC 7723)", True),
+    ("192.0.0.10/32", "traversal using relays around NAT anycast (RFC 8155)", True),
+    ("192.0.0.170/32", "NAT64/DNS64 discovery address (RFC 7050)"),
+    ("192.0.0.171/32", "NAT64/DNS64 discovery address (RFC 7050)"),
+    ("192.0.2.0/24", "documentation address (TEST-NET-1, RFC 5737)"),
+    ("192.31.196.0/24", "AS112-v4 (RFC 7535)", True),
+    ("192.52.193.0/24", "automatic multicast tunneling (RFC 7450)", True),
+    ("192.88.99.0/24", "deprecated 6to4 relay anycast (RFC 7526)"),
+    ("192.168.0.0/16", "private address (RFC 1918)"),
+    ("192.175.48.0/24", "direct delegation AS112 service (RFC 7534)", True),
+    ("198.18.0.0/15", "benchmarking address (RFC 2544)"),
+    ("198.51.100.0/24", "documentation address (TEST-NET-2, RFC 5737)"),
+    ("203.0.113.0/24", "documentation address (TEST-NET-3, RFC 5737)"),
+    ("224.0.0.0/4", "multicast address (RFC 5771)"),
+    ("240.0.0.0/4", "reserved address (RFC 1112)"),
+    ("255.255.255.255/32", "limited broadcast address (RFC 919)"),
+)
+# IPv6: only global unicast (2000::/3) minus the IANA IPv6 Special-Purpose Address Registry's
+# blocks that are not globally reachable. Outside 2000::/3 only the IPv4-mapped and NAT64 forms
+# pass, and only for a public IPv4 address inside them.
+IPV6_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+IPV6_SPECIAL = _blocks(
+    ("::1/128", "loopback address"),
+    ("::/128", "unspecified address"),
+    ("::ffff:0:0/96", "IPv4-mapped address (RFC 4291)"),
+    ("64:ff9b::/96", "IPv4-IPv6 translation (NAT64, RFC 6052)", True),
+    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation (RFC 8215)"),
+    ("100::/64", "discard-only address (RFC 6666)"),
+    ("100:0:0:1::/64", "dummy IPv6 prefix (RFC 9780)"),
+    ("2001::/23", "IETF protocol assignment (RFC 2928)"),
+    ("2001::/32", "Teredo address (RFC 4380)"),
+    ("2001:1::1/128", "port control protocol anycast (RFC 7723)", True),
+    ("2001:1::2/128", "traversal using relays around NAT anycast (RFC 8155)", True),
+    ("2001:1::3/128", "DNS-SD service registration protocol anycast (RFC 9665)", True),
+    ("2001:2::/48", "benchmarking address (RFC 5180)"),
+    ("2001:3::/32", "automatic multicast tunneling (RFC 7450)", True),
+    ("2001:4:112::/48", "AS112-v6 (RFC 7535)", True),
+    ("2001:10::/28", "deprecated ORCHID (RFC 4843)"),
+    ("2001:20::/28", "ORCHIDv2 (RFC 7343)", True),
+    ("2001:30::/28", "drone remote ID protocol entity tags (RFC 9374)", True),
+    ("2001:db8::/32", "documentation address (RFC 3849)"),
+    ("2002::/16", "6to4 address (RFC 3056)"),
+    ("2620:4f:8000::/48", "direct delegation AS112 service (RFC 7534)", True),
+    ("3fff::/20", "documentation address (RFC 9637)"),
+    ("5f00::/16", "segment routing SID (RFC 9602)"),
+    ("fc00::/7", "private address (unique local, RFC 4193)"),
+    ("fe80::/10", "link-local address (RFC 4291)"),
+    ("fec0::/10", "deprecated site-local address (RFC 3879)"),
+    ("ff00::/8", "multicast address (RFC 4291)"),
+)
+
+
+def special_block(ip: IPAddress) -> Block | None:
+    """The most specific special-purpose block holding ``ip``, or None."""
+    table = IPV4_SPECIAL if ip.version == 4 else IPV6_SPECIAL
+    found = [block for block in table if ip in block.network]
+    return max(found, key=lambda block: block.network.prefixlen) if found else None
+
+
 _CANONICAL_V4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
 _NUMERICISH = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
 
@@ -127,25 +216,16 @@ def forbidden_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
             if reason:
                 return f"embeds {inner}: {reason}"
         if ip.ipv4_mapped is not None or any(ip in n for n in NAT64_NETWORKS):
-            return None
-    if ip.is_loopback:
-        return None if allow_loopback else "loopback address"
+            return None  # a public IPv4 address, reached through mapping or NAT64
     if ip in METADATA_ADDRESSES:
         return "cloud metadata address"
-    if ip.is_link_local:
-        return "link-local address (includes cloud metadata 169.254.169.254)"
-    if ip.is_unspecified:
-        return "unspecified address"
-    if ip.is_multicast:
-        return "multicast address"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in CGNAT:
-        return "carrier-grade NAT address"
-    if ip.is_private:
-        return "private address"
-    if ip.is_reserved:
-        return "reserved address"
-    if not ip.is_global:
-        return "not a global address"
+    block = special_block(ip)
+    if block is not None and block.name == "loopback address":
+        return None if allow_loopback else block.name
+    if block is not None and not block.globally_reachable:
+        return f"{block.name} in {block.network}"
+    if isinstance(ip, ipaddress.IPv6Address) and ip not in IPV6_GLOBAL_UNICAST:
+        return f"not a global unicast address (outside {IPV6_GLOBAL_UNICAST})"
     return None
 
 

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     public_base_url: str = "http://localhost:8000"
     # Page size cap for listings.
     max_page_size: int = Field(default=500, ge=1)
+    # Serve /docs, /redoc and /openapi.json (unset: only in dev mode). Outside dev mode they are
+    # public surface that no client needs.
+    api_docs: bool | None = None
     # Deepest nesting of objects/arrays accepted in free-form JSON (webhook payload, report
     # evidence and metadata); deeper gets 422. At most 128: stored records and webhook envelopes
     # wrap it deeper, and pydantic reads JSON only ~200 levels deep (serializes 255).
@@ -269,6 +272,11 @@ class Settings(BaseSettings):
         if self.dev_mode or self.webhook_secrets:
             return []
         return ["COMPLIANCE_WEBHOOK_SECRETS is required outside dev mode"]
+
+    @property
+    def docs_on(self) -> bool:
+        """Are the interactive docs and the spec served? (``api_docs``, else dev mode)"""
+        return self.dev_mode if self.api_docs is None else self.api_docs
 
     @property
     def delivery_lease_seconds(self) -> float:

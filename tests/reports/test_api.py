@@ -174,9 +174,9 @@ def test_load_is_shed_when_the_report_queue_is_full(settings, r):
 def test_health_reports_facade_and_storage(api):
     components = api.get("/health").json()["components"]
     assert components["facade"]["status"] == "up"
-    assert set(components["facade"]["frameworks"]) == {"cloud-baseline", "soc2-access-control"}
+    assert components["facade"]["controls"] > 0  # counts only: names and paths stay private
     assert components["storage"]["status"] == "up"
-    assert components["storage"]["backend"] == "filesystem"
+    assert "backend" not in components["storage"] and "frameworks" not in components["facade"]
 
 
 def test_storage_outage_shows_in_health_and_refuses_reports(settings, tmp_path, r):

@@ -15,6 +15,7 @@ from compliance.api import errors, fleet
 from compliance.api.health import HealthCheck, HealthChecker
 from compliance.api.limits import BodySizeLimit
 from compliance.api.routes import breakers, dead_letters, health, reports, webhooks
+from compliance.api.security_headers import SecurityHeaders
 from compliance.observability import metrics
 from compliance.observability.logs import configure_logging
 from compliance.redis_client import check_eviction_policy
@@ -49,7 +50,11 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         yield
         container.close()
 
-    app = FastAPI(title="Compliance reporting service", version=__version__, lifespan=lifespan)
+    # The interactive docs and the spec are public surface: served only when docs are on (dev).
+    docs = settings.docs_on
+    app = FastAPI(title="Compliance reporting service", version=__version__, lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.state.container = container
     app.state.reports = report_clients = reports.build_reports(container)
     app.state.health = health_checks(container, report_clients)
@@ -73,6 +78,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Correlation-ID",
                        update_request_header=True,
                        validator=valid_correlation_id)
+    app.add_middleware(SecurityHeaders)  # outermost: the 413 of BodySizeLimit gets them too
     return app
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
 from compliance.api.errors import APIError
@@ -15,6 +16,21 @@ from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
 
+
+class _WebhookId(Convertor[str]):
+    """A webhook id in a dead-letter path: one segment, never "replay" (so that
+    ``GET /dead-letters/replay`` is a 405 of the bulk replay route, not a lookup)."""
+
+    regex = "(?!replay(?:/|$))[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("webhook_id", _WebhookId())
 router = APIRouter(dependencies=[AdminAuth])
 
 
@@ -48,7 +64,7 @@ async def list_dead_letters(
                           total_exact=page.total_exact)
 
 
-@router.get("/dead-letters/{webhook_id}", response_model=DeadLetter)
+@router.get("/dead-letters/{webhook_id:webhook_id}", response_model=DeadLetter)
 async def get_dead_letter(webhook_id: str, dead_letters: DeadLettersDep) -> DeadLetter:
     """One dead letter."""
     entry = await asyncio.to_thread(dead_letters.get, webhook_id)
@@ -65,7 +81,7 @@ class ReplayOne(BaseModel):
     status_url: str
 
 
-@router.post("/dead-letters/{webhook_id}/replay", response_model=ReplayOne, status_code=202)
+@router.post("/dead-letters/{webhook_id:webhook_id}/replay", response_model=ReplayOne, status_code=202)
 async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> ReplayOne:
     """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
     outcome = await asyncio.to_thread(submitter.replay, webhook_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -14,6 +15,7 @@ from compliance.api import fleet
 from compliance.api.deps import ContainerDep
 from compliance.observability import metrics
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -21,8 +23,29 @@ router = APIRouter()
 async def health(request: Request) -> JSONResponse:
     """Component status; 503 when a critical component (Redis, storage, facade) is down."""
     status, components = await request.app.state.health.check()
-    body: dict[str, Any] = {"status": status, "version": __version__, "components": components}
+    body: dict[str, Any] = {"status": status, "version": __version__,
+                            "components": {name: public_view(name, c) for name, c in components.items()}}
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+
+def public_view(name: str, component: dict[str, Any]) -> dict[str, Any]:
+    """What an unauthenticated caller sees of a component: its state and numbers (counts,
+    latency), never names, paths or error text (hosts, directories, worker names). The
+    details of a component that is not up go to the log."""
+    if component.get("status") != "up":
+        log.warning("health: component not up", extra={"component": name, "detail": component})
+    view: dict[str, Any] = {"status": component.get("status", "unknown")}
+    for key, value in component.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            view[key] = value
+        elif isinstance(value, list) and key == "workers":
+            view[key] = len(value)  # how many answered, not their host names
+        elif isinstance(value, dict) and value and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()):
+            view[key] = value  # counts by queue
+    return view
 
 
 @router.get("/health/ready")

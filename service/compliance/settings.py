@@ -57,8 +57,9 @@ class Settings(BaseSettings):
     broker_key_prefix: str = "compliance-"
     # Prefork processes of the report worker (the seed's concurrency=4).
     worker_concurrency: int = Field(default=4, ge=1, le=256)
-    # Threads of the delivery worker: deliveries in flight per delivery worker process.
-    delivery_concurrency: int = Field(default=64, ge=1, le=1024)
+    # Deliveries in flight per delivery worker process (the asyncio engine's share is this
+    # minus the one Celery thread; with delivery_engine=threads, the thread pool's size).
+    delivery_concurrency: int = Field(default=256, ge=1, le=4096)
     # Prefetch multiplier (seed: 1, FIFO and no hoarding).
     worker_prefetch_multiplier: int = Field(default=1, ge=1, le=16)
     # Hard time limit of a report task, seconds (seed: one hour).
@@ -239,9 +240,10 @@ class Settings(BaseSettings):
                 f"longest retry countdown ({longest_task} + {longest_wait:.0f} s), or Redis "
                 "redelivers tasks that are still running or waiting"
             )
-        if self.redis_max_connections < self.delivery_concurrency + 8:
+        if self.delivery_engine == "threads" and self.redis_max_connections < self.delivery_concurrency + 8:
             raise ValueError(
-                "redis_max_connections must cover delivery_concurrency plus headroom "
+                "with delivery_engine=threads, redis_max_connections must cover "
+                "delivery_concurrency plus headroom "
                 f"(>= {self.delivery_concurrency + 8}), or delivery threads queue for connections"
             )
         probe_lease = self.connect_timeout + self.read_timeout + 5

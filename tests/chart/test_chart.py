@@ -456,7 +456,8 @@ def test_unsafe_combinations_are_refused(version):
 
     assert "terminationGracePeriodSeconds" in fails("workers.deliveries.terminationGracePeriodSeconds=20")
     assert "peering" in fails("operator.replicas=2", "operator.peering.enabled=false")
-    assert "COMPLIANCE_REDIS_MAX_CONNECTIONS" in fails("workers.deliveries.concurrency=300")
+    assert "COMPLIANCE_REDIS_MAX_CONNECTIONS" in fails("workers.deliveries.concurrency=300",
+                                                       "config.COMPLIANCE_DELIVERY_ENGINE=threads")
     ok = helm(version, "template", "rel", str(CHART), "--set", "operator.peering.enabled=false").stdout
     docs = [d for d in yaml.safe_load_all(ok) if d]
     assert not [d for d in docs if d["kind"] in ("KopfPeering", "ClusterKopfPeering")]

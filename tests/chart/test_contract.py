@@ -63,7 +63,8 @@ def test_the_schema_refuses(version, bad, reason):
 @pytest.mark.parametrize("sets, message", [
     (["workers.deliveries.terminationGracePeriodSeconds=30"], "must exceed COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT"),
     (["config.COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT=120"], "must exceed COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT"),
-    (["workers.deliveries.concurrency=256"], "COMPLIANCE_REDIS_MAX_CONNECTIONS >= 264"),
+    (["workers.deliveries.concurrency=256", "config.COMPLIANCE_DELIVERY_ENGINE=threads"],
+     "COMPLIANCE_REDIS_MAX_CONNECTIONS >= 264"),
     (["operator.replicas=2", "operator.peering.enabled=false"], "needs operator.peering.enabled"),
     (["autoscaler.enabled=true", "operator.enabled=false"], "needs operator.enabled"),
     (["storage.backend=s3"], "needs storage.s3.bucket"),
@@ -76,7 +77,9 @@ def test_guard_rails_fail_with_a_clear_message(sets, message):
 
 def test_guard_rails_accept_the_consistent_version():
     template("config.COMPLIANCE_WORKER_SOFT_SHUTDOWN_TIMEOUT=50")  # below 60 and 90
-    template("workers.deliveries.concurrency=256", "config.COMPLIANCE_REDIS_MAX_CONNECTIONS=300")
+    template("workers.deliveries.concurrency=256", "config.COMPLIANCE_REDIS_MAX_CONNECTIONS=300",
+             "config.COMPLIANCE_DELIVERY_ENGINE=threads")
+    template("workers.deliveries.concurrency=1024")  # the asyncio engine needs no pool per delivery
     template("operator.replicas=2")
 
 
@@ -120,7 +123,7 @@ def test_every_process_accepts_the_settings_the_chart_gives_it(scenario, monkeyp
             assert not settings.dev_mode
             assert settings.admin_api_keys and settings.webhook_secrets
             if component == "worker-deliveries":
-                assert settings.delivery_concurrency == 64
+                assert settings.delivery_concurrency == 256
             if component == "worker-reports":
                 assert settings.worker_concurrency == 4
         checked.add(component)

@@ -98,4 +98,7 @@ def test_soft_limit_below_hard_limit():
 
 def test_redis_pool_covers_delivery_threads():
     with pytest.raises(ValidationError, match="redis_max_connections"):
-        Settings(dev_mode=True, delivery_concurrency=256, redis_max_connections=100)
+        Settings(dev_mode=True, delivery_engine="threads", delivery_concurrency=256,
+                 redis_max_connections=100)
+    # the asyncio engine holds one pool connection per batch, not per delivery
+    assert Settings(dev_mode=True, delivery_concurrency=1024, redis_max_connections=100)

@@ -80,8 +80,8 @@ redis://{{ include "compliance.fullname" . }}-redis:6379/0
 {{- end -}}
 {{- end -}}
 {{- $maxConnections := .Values.config.COMPLIANCE_REDIS_MAX_CONNECTIONS | default 200 | int -}}
-{{- if lt $maxConnections (add (int .Values.workers.deliveries.concurrency) 8 | int) -}}
-{{- fail (printf "workers.deliveries.concurrency=%v needs config.COMPLIANCE_REDIS_MAX_CONNECTIONS >= %v" .Values.workers.deliveries.concurrency (add (int .Values.workers.deliveries.concurrency) 8)) -}}
+{{- if and (eq (.Values.config.COMPLIANCE_DELIVERY_ENGINE | default "pump") "threads") (lt $maxConnections (add (int .Values.workers.deliveries.concurrency) 8 | int)) -}}
+{{- fail (printf "workers.deliveries.concurrency=%v with COMPLIANCE_DELIVERY_ENGINE=threads needs config.COMPLIANCE_REDIS_MAX_CONNECTIONS >= %v" .Values.workers.deliveries.concurrency (add (int .Values.workers.deliveries.concurrency) 8)) -}}
 {{- end -}}
 {{- if and (eq .Values.storage.backend "s3") (not .Values.storage.s3.bucket) -}}
 {{- fail "storage.backend=s3 needs storage.s3.bucket" -}}

@@ -247,8 +247,13 @@ class Pump:
                         extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(0.002)
-        await self._flush()
+        # Loops until nothing is pending: a write queued while a flush was executing would
+        # otherwise wait for the next delivery's commit (or, at the end of a burst, for its
+        # lease to lapse, and be sent twice). No await between the check and the return, so a
+        # commit that finds this task done always starts a new one.
+        while self._pending:
+            await asyncio.sleep(0.002)
+            await self._flush()
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending, []

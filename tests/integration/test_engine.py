@@ -1,0 +1,57 @@
+"""The asyncio delivery engine in a real worker process: many in flight, the same rules."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from compliance.delivery.models import Envelope
+from compliance.wiring import Container
+from tests.support.receiver import Reply
+from tests.support.services import SECRET, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_the_engine_holds_many_deliveries_in_flight_each_signed_and_sent_once(
+        api, receiver, start_worker, r):
+    receiver.default = Reply(200, delay=0.5)
+    start_worker(kind="deliveries", concurrency=16, name="engine")
+    ids = []
+    for i in range(40):
+        response = api.post("/webhooks", json={"url": receiver.url(), "event": "e", "payload": {"i": i}})
+        assert response.status_code == 202
+        ids.append(response.json()["webhook_id"])
+    # one Celery thread could hold one; the engine holds the other 15
+    wait_until(lambda: len(receiver.in_flight()) >= 12, timeout=30,
+               message="the engine never had many deliveries in flight")
+    wait_until(lambda: all(api.get(f"/webhook-statuses/{i}").json()["status"] == "delivered"
+                           for i in ids), timeout=60, interval=0.2)
+    got = receiver.received()
+    assert collections.Counter(q.headers["webhook-id"] for q in got) == dict.fromkeys(ids, 1)
+    verifier = Webhook(SECRET)
+    for request in got:
+        verifier.verify(request.body, request.headers)  # raises on a bad signature
+    assert r.llen("compliance-compliance_webhooks") == 0
+    assert r.zcard("compliance:schedule:leased") == 0  # nothing left leased
+    assert not r.keys("compliance:webhook:*")  # envelopes go once delivered
+
+
+def test_the_engine_refuses_a_forbidden_address_at_delivery_time(settings, start_worker, api,
+                                                                 admin_headers):
+    """The API checks a URL when it accepts it; DNS may change by delivery time, so the worker
+    checks again (here the record names a link-local address, as a rebinding would)."""
+    container = Container(settings)
+    ids = [f"wh_forbidden_{i}" for i in range(20)]
+    for webhook_id in ids:
+        container.submitter.submit(Envelope(webhook_id=webhook_id, event="e", payload={},
+                                            url="http://169.254.169.254:8080/latest"))
+    container.close()
+    start_worker(kind="deliveries", concurrency=8, name="guard")
+    wait_until(lambda: all(api.get(f"/webhook-statuses/{i}").json()["status"] == "failed"
+                           for i in ids), timeout=60, interval=0.2)
+    for webhook_id in ids:
+        entry = api.get(f"/dead-letters/{webhook_id}", headers=admin_headers).json()
+        assert entry["error_type"] == "validation", entry

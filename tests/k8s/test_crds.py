@@ -236,7 +236,8 @@ def test_deadletterreplay_spec_is_immutable(crds, k8s_api_client, k8s_namespace:
     status, body, _ = _create(k8s_api_client, k8s_namespace, _dlr())
     assert status == 201, _causes(body)
     path = BASE.format(ns=k8s_namespace, plural=REPLAYS) + "/dlr-under-test"
-    status, body, _ = raw(k8s_api_client, "PATCH", path, body={"spec": {"dryRun": True}},
+    flipped = not body["spec"].get("dryRun", False)  # a real change (the sample is a dry run)
+    status, body, _ = raw(k8s_api_client, "PATCH", path, body={"spec": {"dryRun": flipped}},
                           content_type="application/merge-patch+json")
     assert status == 422, body
     assert "spec is immutable" in _causes(body)
@@ -276,5 +277,6 @@ def test_printer_columns_render(crds, k8s_api_client, k8s_namespace: str) -> Non
     columns = [c["name"] for c in table["columnDefinitions"]]
     assert columns[:5] == ["Name", "Target", "Queue", "Min", "Max"], columns
     cells = dict(zip(columns, table["rows"][0]["cells"], strict=True))
-    assert cells["Target"] == "worker-deliveries" and cells["Queue"] == "compliance_webhooks"
+    sample = _sample("WorkerAutoscaler")["spec"]
+    assert cells["Target"] == sample["scaleTargetRef"]["name"] and cells["Queue"] == sample["queue"]
     assert cells["Max"] == 10

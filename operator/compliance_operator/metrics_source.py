@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from compliance.delivery.ssrf import UnsafeURLError, parse_target
+from compliance.settings import Settings
 from compliance.store import broker
 from compliance.store.breakers import BreakerStore
 from compliance.store.schedule import ScheduleStore
@@ -60,6 +61,10 @@ class RedisClients:
             self._clients.clear()
 
 
+# The queue webhook deliveries are signalled on (the service's default, which the chart keeps).
+DELIVERY_QUEUE = str(Settings.model_fields["delivery_queue_name"].default)
+
+
 def read_snapshot(
     client: redis.Redis, *, prefix: str, queue: str, sample_size: int, sample_backlog: bool,
     reset_timeout: float, active_window: float, now: float | None = None,
@@ -68,6 +73,11 @@ def read_snapshot(
     now = time.time() if now is None else now
     queued = broker.queue_length(client, prefix=prefix, queue=queue)
     in_flight = broker.in_flight(client, prefix=prefix)[queue]
+    if queue == DELIVERY_QUEUE:
+        # The delivery engine's work is leased in the schedule, not unacked in kombu: leased
+        # webhooks are the queued signals plus those a worker holds.
+        leased = ScheduleStore(client, queue_key=f"{prefix}{queue}").counts(now).leased
+        in_flight = max(in_flight, leased - queued)
     states = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0).all(now)
     open_count, known, open_names = policy.breaker_counts(states, now=now, active_window=active_window)
     share = None

@@ -102,6 +102,27 @@ async def test_unacked_and_backlog_raise_replicas(cluster: Api, services: Contai
         assert any("1 -> 2" in e["message"] for e in events)
 
 
+async def test_webhooks_held_by_the_delivery_engine_count_as_in_flight(
+        cluster: Api, services: Container, r: redis.Redis) -> None:
+    """The asyncio engine takes signals off the list and leases their webhooks: nothing is in
+    kombu's unacked hash, yet the work is in flight and must hold replicas up."""
+    api = cluster
+    await api.deployment(TARGET, 1)
+    publish(services, 10)
+    now = time.time()
+    while (raw := r.rpop(f"compliance-{QUEUE}")) is not None:  # as the engine's take does
+        message = json.loads(raw)  # type: ignore[arg-type]
+        webhook_id = message["headers"]["webhook_id"]
+        claim = services.schedule.claim(webhook_id, now=now, lease_until=now + 600)
+        assert claim.state == "claimed"
+    assert r.hlen("compliance-unacked") == 0
+    await api.create("workerautoscalers", autoscaler())
+    async with running_operator():
+        await eventually(lambda: _replicas_is(api, 2), message="leased webhooks did not count")
+        st = await eventually(lambda: _status_with(api, desiredReplicas=2))
+        assert (st["queueLength"], st["inFlight"]) == (0, 10)
+
+
 async def test_open_breakers_hold_scale_up(cluster: Api, services: Container, r: redis.Redis,
                                           settings: Settings) -> None:
     api = cluster

@@ -323,6 +323,8 @@ def scraped_metric_names(text: str) -> set[str]:
     names = set()
     for family in text_string_to_metric_families(text):
         names |= {s.name for s in family.samples}
+        if family.type == "gauge":
+            names.add(family.name)  # a family with no series now (no open breaker) still exists
     return names
 
 

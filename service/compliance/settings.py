@@ -85,6 +85,12 @@ class Settings(BaseSettings):
     # Resident KiB past which a report worker process is replaced after its task (0: never).
     worker_max_memory_per_child: int = Field(default=1_048_576, ge=0)
 
+    # File a worker touches while its consumer, delivery engine and sweeper all turn; the
+    # chart's liveness probe (`compliance worker-alive`) reads it.
+    worker_heartbeat_file: Path = Path("/tmp/compliance-worker-alive")  # noqa: S108 - emptyDir
+    # Seconds a part of a worker may stand still before liveness fails (a Redis outage excused).
+    worker_liveness_seconds: float = Field(default=60.0, ge=5)
+
     # --- durable delivery (the stored record is the truth; queue messages are signals) -------
     # Seconds a delivery signal may wait in the queue before the sweeper assumes it was lost and
     # signals the webhook again (a duplicate signal is dropped by the worker that reads it).
@@ -203,6 +209,10 @@ class Settings(BaseSettings):
     # --- metrics --------------------------------------------------------------------------------------
     # Port of a worker's Prometheus endpoint (0 disables it).
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
+    # Address a worker's Prometheus endpoint binds to: 0.0.0.0 (every interface) lets Prometheus
+    # scrape the pod IP; 127.0.0.1 keeps it to a sidecar or `kubectl port-forward`. It needs no
+    # key, so restrict who reaches the port (the chart's NetworkPolicy).
+    worker_metrics_host: str = Field(default="0.0.0.0", min_length=1, max_length=255)  # noqa: S104
 
     _split = field_validator(
         "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys", mode="before"

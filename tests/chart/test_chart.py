@@ -466,3 +466,14 @@ def test_unsafe_combinations_are_refused(version):
     (op,) = [d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("-operator")]
     env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["COMPLIANCE_OPERATOR_STANDALONE"] == "true"
+
+
+@pytest.mark.parametrize("version", HELMS)
+def test_worker_liveness_runs_the_heartbeat_check(version):
+    """Workers are probed by `compliance worker-alive`, which fails on a stale heartbeat."""
+    docs = [d for d in yaml.safe_load_all(helm(version, "template", "rel", str(CHART)).stdout) if d]
+    workers = [d for d in docs if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]]
+    assert len(workers) == 2
+    for worker in workers:
+        (container,) = worker["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["exec"]["command"] == ["compliance", "worker-alive"]

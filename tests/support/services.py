@@ -76,6 +76,7 @@ def start_redis(tmp: Path) -> tuple[str, object]:
 
 
 def _docker_available() -> bool:
+    client = None
     try:
         import docker
 
@@ -84,6 +85,9 @@ def _docker_available() -> bool:
         return True
     except Exception:
         return False
+    finally:
+        if client is not None:  # an unclosed socket warns at some later GC, in some other test
+            client.close()
 
 
 class WorkerProcess:

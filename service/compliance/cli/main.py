@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import click
 
@@ -13,6 +14,8 @@ from compliance.cli.dlq import dlq
 from compliance.cli.operator import operator
 from compliance.cli.receiver import receiver
 from compliance.cli.report import report
+from compliance.settings import Settings
+from compliance.worker.liveness import file_is_fresh
 
 WORKER_KINDS = {
     # kind: (pool, queues from settings attribute names)
@@ -35,9 +38,7 @@ def cli() -> None:
               help="uvicorn worker processes.")
 def api(host: str, port: int, workers: int) -> None:
     """Run the HTTP API (uvicorn, app factory)."""
-    import uvicorn
-
-    from compliance.settings import Settings
+    import uvicorn  # only this command serves HTTP
 
     settings = Settings()
     problems = settings.api_problems()  # fail fast with a clear message on bad configuration
@@ -85,6 +86,22 @@ def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, 
         f"--loglevel={loglevel}", f"--hostname={kind}@%h", "--without-gossip", "--without-mingle",
         *extra,
     ])
+
+
+@cli.command("worker-alive")
+@click.option("--file", "path", type=click.Path(path_type=Path), default=None,
+              help="Heartbeat file (default: COMPLIANCE_WORKER_HEARTBEAT_FILE).")
+@click.option("--max-age", type=click.FloatRange(min=1), default=None,
+              help="Seconds (default: COMPLIANCE_WORKER_LIVENESS_SECONDS).")
+def worker_alive(path: Path | None, max_age: float | None) -> None:
+    """Liveness probe of a worker: exit 0 while its heartbeat file is fresh, 1 otherwise."""
+    settings = Settings()
+    path = path or settings.worker_heartbeat_file
+    max_age = max_age or settings.worker_liveness_seconds
+    if not file_is_fresh(path, max_age=max_age):
+        click.echo(f"worker not alive: {path} is missing or older than {max_age:.0f} s", err=True)
+        raise SystemExit(1)
+    click.echo("alive")
 
 
 def ensure_multiproc_dir() -> str:

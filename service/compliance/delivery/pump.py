@@ -66,6 +66,7 @@ class Pump:
         self._stopped = threading.Event()
         self._room: asyncio.Event | None = None
         self.healthy = True
+        self.last_turn = time.monotonic()  # read by the worker's liveness check
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -86,6 +87,7 @@ class Pump:
         failures = 0
         try:
             while not self._stopping.is_set():
+                self.last_turn = time.monotonic()
                 free = self.max_in_flight - len(self._in_flight)
                 if free <= 0:
                     self._room.clear()

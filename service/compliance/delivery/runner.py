@@ -100,6 +100,7 @@ class Sweeper:
         self._dispatcher = dispatcher
         self._clock = clock
         self.healthy = True
+        self.last_turn = time.monotonic()  # read by the worker's liveness check
 
     def sweep(self) -> int:
         """One sweep; returns how many webhooks were signalled."""
@@ -125,6 +126,7 @@ class Sweeper:
         """Sweep every interval until ``stop``; Redis trouble is logged and waited out."""
         failures = 0
         while not stop.is_set():
+            self.last_turn = time.monotonic()
             try:
                 self.sweep()
             except Exception as exc:

@@ -17,11 +17,19 @@ from compliance.observability.logs import configure_logging
 from compliance.redis_client import check_eviction_policy, create_redis
 from compliance.settings import Settings
 from compliance.wiring import forget_process, process_container
+from compliance.worker.liveness import Heartbeat
 
 log = logging.getLogger(__name__)
 HEADER = "correlation_id"
 _sweeper_stop: list[Any] = []
 _pumps: list[Any] = []
+
+
+def _redis_answers(container: Any) -> bool:
+    try:
+        return bool(container.redis.ping())
+    except Exception:
+        return False
 
 
 def _stop_taking_on_signals() -> None:
@@ -72,8 +80,10 @@ def connect(app: Celery) -> None:
             log.warning(warning)
         if settings.worker_metrics_port:
             registry = metrics.process_registry()
-            start_http_server(settings.worker_metrics_port, registry=registry)
-            log.info("worker metrics listening", extra={"port": settings.worker_metrics_port})
+            start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host,
+                              registry=registry)
+            log.info("worker metrics listening", extra={"host": settings.worker_metrics_host,
+                                                        "port": settings.worker_metrics_port})
 
     @signals.worker_process_init.connect(weak=False)
     def _after_fork(**_: Any) -> None:
@@ -81,9 +91,19 @@ def connect(app: Celery) -> None:
 
     @signals.worker_ready.connect(weak=False)
     def _start_delivery_engine(sender: Any = None, **_: Any) -> None:
+        container = process_container(settings)
+        heartbeat = Heartbeat(settings.worker_heartbeat_file,
+                              window=settings.worker_liveness_seconds,
+                              redis_up=lambda: _redis_answers(container))
+        timer = getattr(sender, "timer", None)
+        if timer is not None:  # Celery's consumer loop runs its timer: a tick means it turns
+            heartbeat.beat("consumer")
+            timer.call_repeatedly(min(5.0, settings.worker_liveness_seconds / 4),
+                                  lambda: heartbeat.beat("consumer"))
+        _sweeper_stop.append(heartbeat.start())
         if not _consumes_deliveries(sender, settings):
             return
-        container = process_container(settings)
+        heartbeat.watch("sweeper", lambda: container.sweeper.last_turn)
         _sweeper_stop.append(container.sweeper.start())
         log.info("delivery sweeper started", extra={"interval": settings.delivery_sweep_interval})
         configured = sender.app.conf.get("compliance_pump_in_flight")
@@ -92,6 +112,7 @@ def connect(app: Celery) -> None:
             pump = container.pump(in_flight)
             pump.start()
             _pumps.append(pump)
+            heartbeat.watch("engine", lambda: pump.last_turn)
             _stop_taking_on_signals()
             log.info("delivery engine started", extra={"max_in_flight": in_flight})
 

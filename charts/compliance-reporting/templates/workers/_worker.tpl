@@ -55,10 +55,14 @@ spec:
               value: {{ $w.concurrency | quote }}
           envFrom:
             {{- include "compliance.envFrom" $root | nindent 12 }}
+          # Fails when the worker's consumer, delivery engine or sweeper stops turning (a Redis
+          # outage excused): `compliance worker-alive` reads the heartbeat file the worker writes.
           livenessProbe:
-            tcpSocket: {port: metrics}
-            initialDelaySeconds: 20
+            exec:
+              command: ["compliance", "worker-alive"]
+            initialDelaySeconds: 30
             periodSeconds: 20
+            timeoutSeconds: 10
             failureThreshold: 3
           securityContext:
             {{- toYaml $root.Values.securityContext | nindent 12 }}

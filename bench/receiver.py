@@ -1,4 +1,8 @@
-"""A loopback webhook receiver for benchmarks: aiohttp, fixed latency, counts requests."""
+"""A loopback webhook receiver for benchmarks: aiohttp, fixed latency, counts requests.
+
+``POST /mode?status=503`` switches the answer (a storm), ``GET /stats`` tells what it saw: requests
+answered, answered 2xx, in flight now, and the most in flight at once.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ from aiohttp import web
 
 def main(port: int, latency_ms: float) -> None:
     count = 0
+    ok = 0
     in_flight = 0  # requests being answered right now: how many deliveries the sender overlaps
+    peak = 0
+    status = 200
 
     async def hook(request: web.Request) -> web.Response:
-        nonlocal count, in_flight
+        nonlocal count, ok, in_flight, peak
         in_flight += 1
+        peak = max(peak, in_flight)
         try:
             await request.read()
             if latency_ms:
@@ -22,14 +30,22 @@ def main(port: int, latency_ms: float) -> None:
         finally:
             in_flight -= 1
         count += 1
-        return web.Response(text="ok")
+        ok += 200 <= status < 300
+        return web.Response(text="ok", status=status)
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response({"count": count, "in_flight": in_flight})
+        return web.json_response({"count": count, "ok": ok, "in_flight": in_flight, "peak": peak})
+
+    async def mode(request: web.Request) -> web.Response:
+        nonlocal status, peak
+        status = int(request.query.get("status", "200"))
+        peak = 0
+        return web.json_response({"status": status})
 
     app = web.Application()
     app.router.add_post("/hook", hook)
     app.router.add_get("/stats", stats)
+    app.router.add_post("/mode", mode)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
 
 

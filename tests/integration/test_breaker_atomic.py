@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from compliance.store.breakers import BreakerStore
+from compliance.store.breakers import BreakerDecision, BreakerResult, BreakerStore
 from tests.support.services import wait_until
 
 DEST = "https://flaky.example.com:443"
@@ -102,3 +102,18 @@ def test_4xx_and_429_do_not_count(redis_url):
     store.record(DEST, "success", was_probe=False)  # a success breaks the streak
     assert store.record(DEST, "failure", was_probe=False) == "closed"
     assert store.record(DEST, "failure", was_probe=False) == "open"
+
+
+def test_while_a_probe_is_out_the_others_look_again_soon_not_after_its_whole_lease(r, redis_url):
+    """A recovered destination should not wait out a 25 s probe lease: denied deliveries come
+    back after a recheck interval, then flow once the probe has closed the breaker."""
+    store = BreakerStore(redis.Redis.from_url(redis_url, decode_responses=True),
+                         threshold=1, reset_timeout=60, probe_lease=25)
+    origin = "https://recheck.example:443"
+    store.record(origin, BreakerResult.FAILURE, was_probe=False, now=1000.0)
+    assert store.acquire(origin, now=1000.0) == (BreakerDecision.DENY, 60.0)  # open: full wait
+    assert store.acquire(origin, now=1060.0)[0] is BreakerDecision.PROBE
+    decision, wait = store.acquire(origin, now=1061.0)  # the probe is out for up to 25 s
+    assert decision is BreakerDecision.DENY and wait == 6.0  # reset_timeout / 10, not 24 s
+    store.record(origin, BreakerResult.SUCCESS, was_probe=True, now=1062.0)
+    assert store.acquire(origin, now=1067.0)[0] is BreakerDecision.ALLOW

@@ -36,7 +36,7 @@ class BreakerResult(StrEnum):
     FAILURE = "failure"
     NEUTRAL = "neutral"  # a throttle or a 4xx: the destination works as designed
 
-# KEYS[1]: breaker hash. ARGV: now, reset_timeout, probe_lease.
+# KEYS[1]: breaker hash. ARGV: now, reset_timeout, probe_lease, half-open recheck seconds.
 # Returns {decision, seconds}: decision is allow | probe | deny; seconds is the wait when denied.
 _ACQUIRE = """
 local state = redis.call('HGET', KEYS[1], 'state')
@@ -53,13 +53,15 @@ if state == 'open' then
              'updated_at', now)
   return {'probe', '0'}
 end
--- half_open: exactly one probe holds the lease; a lost probe's lease expires.
+-- half_open: exactly one probe holds the lease; a lost probe's lease expires. The others look
+-- again after ARGV[4] seconds at most (a probe usually answers long before its lease ends, and
+-- a recovered destination should not wait out the whole lease).
 local lease = tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0')
 if now >= lease then
   redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[3]), 'updated_at', now)
   return {'probe', '0'}
 end
-return {'deny', tostring(lease - now)}
+return {'deny', tostring(math.min(lease - now, tonumber(ARGV[4] or (lease - now))))}
 """
 
 # KEYS[1]: breaker hash, KEYS[2]: index of every breaker (score: its last result),
@@ -144,9 +146,7 @@ class BreakerStore:
         """May a request go to ``destination``? (allow | probe | deny, seconds to wait)."""
         now = time.time() if now is None else now
         decision, seconds = self._acquire(
-            keys=[keys.breaker_key(destination)],
-            args=[repr(now), self.reset_timeout, self.probe_lease],
-        )
+            keys=[keys.breaker_key(destination)], args=self._acquire_args(now))
         return BreakerDecision(_text(decision)), float(seconds)
 
     def record(
@@ -165,8 +165,13 @@ class BreakerStore:
 
     def acquire_on(self, pipe: Any, destination: str, now: float) -> None:
         """Queue ``acquire`` on a pipeline; read the reply with ``acquired``."""
-        self._acquire(keys=[keys.breaker_key(destination)],
-                      args=[repr(now), self.reset_timeout, self.probe_lease], client=pipe)
+        self._acquire(keys=[keys.breaker_key(destination)], args=self._acquire_args(now),
+                      client=pipe)
+
+    def _acquire_args(self, now: float) -> list[Any]:
+        # While a probe is out, the others look again this often (not after its whole lease).
+        recheck = max(2.0, self.reset_timeout / 10)
+        return [repr(now), self.reset_timeout, self.probe_lease, recheck]
 
     @staticmethod
     def acquired(reply: Any) -> tuple[BreakerDecision, float]:

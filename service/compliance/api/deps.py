@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from compliance.api.errors import APIError
 from compliance.delivery.submit import Submitter
@@ -57,11 +58,20 @@ BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]
 SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
-def _presented_key(x_api_key: str | None, authorization: str | None) -> str | None:
+# The two ways to present a key, declared as the spec's security schemes (either will do).
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKeyHeader", auto_error=False,
+                              description="A producer or admin API key.")
+BEARER = HTTPBearer(scheme_name="BearerKey", auto_error=False,
+                    description="The same key as `Authorization: Bearer <key>`.")
+ApiKeyHeaderDep = Annotated[str | None, Security(API_KEY_HEADER)]
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+
+
+def _presented_key(x_api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
     if x_api_key:
         return x_api_key
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
+    if bearer is not None:
+        return bearer.credentials.strip() or None
     return None
 
 
@@ -87,22 +97,16 @@ def _require(settings: Settings, presented: str | None, *, admin: bool) -> None:
                        "this API key may not call admin endpoints" if admin else "unknown API key")
 
 
-def require_producer(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
+def require_producer(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+                     bearer: BearerDep = None) -> None:
     """Producer or admin key."""
-    _require(settings, _presented_key(x_api_key, authorization), admin=False)
+    _require(settings, _presented_key(x_api_key, bearer), admin=False)
 
 
-def require_admin(
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
+def require_admin(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+                  bearer: BearerDep = None) -> None:
     """Admin key only."""
-    _require(settings, _presented_key(x_api_key, authorization), admin=True)
+    _require(settings, _presented_key(x_api_key, bearer), admin=True)
 
 
 ProducerAuth = Depends(require_producer)

@@ -9,6 +9,7 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,41 @@ class APIError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong: a stable code, a message, and per-field details when there are some."""
+
+    code: str = Field(description="Stable, machine-readable: validation_error, not_found, ...")
+    message: str
+    details: list[dict[str, Any]] | None = Field(
+        default=None, description="Absent unless there is more to say, e.g. the offending fields.")
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of every 4xx and 5xx answer."""
+
+    error: ErrorInfo
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    401: "No API key (X-API-Key or Authorization: Bearer).",
+    403: "The API key is unknown, or may not call this route (admin routes).",
+    404: "Not found (unknown or expired).",
+    409: "Conflict: the resource is busy or not ready; retry after Retry-After.",
+    413: "The body is larger than COMPLIANCE_MAX_BODY_BYTES (or a document over its own limit).",
+    422: "Validation error; `details` names the fields.",
+    431: "The request head is over COMPLIANCE_MAX_HEADER_BYTES or COMPLIANCE_MAX_HEADER_COUNT.",
+    503: "Redis, storage or the facade is unavailable, or the queue is full; retry after "
+         "Retry-After.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the error answers a route can give, in the error shape (431
+    always: the server answers it for any route)."""
+    return {code: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[code]}
+            for code in sorted({*codes, 431})}
 
 
 def printable(text: str) -> str:
@@ -81,6 +117,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot read (bytes that are not UTF-8): a validation
+            # error like any other malformed JSON, so the spec's 422 covers it.
+            message = "the body is not UTF-8 encoded JSON"
+            return JSONResponse(error_body("validation_error", f"body: {message}",
+                                           [{"field": "body", "message": message}]),
+                                status_code=422)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                 403: "forbidden", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,

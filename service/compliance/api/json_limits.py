@@ -101,3 +101,11 @@ def check_body(body: BaseModel, *, max_depth: int, free_form: Iterable[str] = ()
         check_json_depth(getattr(body, name), limit=max_depth, field=f"body.{name}")
     for name in type(body).model_fields:
         check_json_values(getattr(body, name), field=f"body.{name}")
+
+
+def integral(value: Any) -> Any:
+    """For an integer field of a strict model: JSON's ``5.0`` is the integer 5 (JSON Schema says
+    so), while ``5.5``, ``"5"`` and ``true`` stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

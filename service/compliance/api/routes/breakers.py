@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from compliance.api.deps import AdminAuth, BreakersDep
-from compliance.api.errors import APIError
+from compliance.api.errors import APIError, error_responses
 
-router = APIRouter(dependencies=[AdminAuth])
+router = APIRouter(dependencies=[AdminAuth], responses=error_responses(401, 403, 422, 503))
 
 
 class Breaker(BaseModel):
@@ -59,7 +59,7 @@ async def list_breakers(
                        reset_timeout_seconds=breakers.reset_timeout)
 
 
-@router.post("/circuit-breakers/{name:path}/reset")
+@router.post("/circuit-breakers/{name:path}/reset", responses=error_responses(404))
 async def reset_breaker(name: str, breakers: BreakersDep) -> dict[str, Any]:
     """Close a breaker by hand (name: scheme://host:port as listed)."""
     if not await asyncio.to_thread(breakers.reset, name):

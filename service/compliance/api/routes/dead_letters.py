@@ -6,12 +6,12 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.convertors import Convertor, register_url_convertor
 
 from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
-from compliance.api.errors import APIError
-from compliance.api.json_limits import check_body
+from compliance.api.errors import APIError, error_responses
+from compliance.api.json_limits import check_body, integral
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
@@ -31,7 +31,7 @@ class _WebhookId(Convertor[str]):
 
 
 register_url_convertor("webhook_id", _WebhookId())
-router = APIRouter(dependencies=[AdminAuth])
+router = APIRouter(dependencies=[AdminAuth], responses=error_responses(401, 403, 422, 503))
 
 
 class DeadLetterPage(BaseModel):
@@ -64,7 +64,8 @@ async def list_dead_letters(
                           total_exact=page.total_exact)
 
 
-@router.get("/dead-letters/{webhook_id:webhook_id}", response_model=DeadLetter)
+@router.get("/dead-letters/{webhook_id:webhook_id}", response_model=DeadLetter,
+            responses=error_responses(404))
 async def get_dead_letter(webhook_id: str, dead_letters: DeadLettersDep) -> DeadLetter:
     """One dead letter."""
     entry = await asyncio.to_thread(dead_letters.get, webhook_id)
@@ -81,7 +82,8 @@ class ReplayOne(BaseModel):
     status_url: str
 
 
-@router.post("/dead-letters/{webhook_id:webhook_id}/replay", response_model=ReplayOne, status_code=202)
+@router.post("/dead-letters/{webhook_id:webhook_id}/replay", response_model=ReplayOne, status_code=202,
+             responses=error_responses(404, 409))
 async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> ReplayOne:
     """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
     outcome = await asyncio.to_thread(submitter.replay, webhook_id)
@@ -96,14 +98,14 @@ async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> Replay
 class BulkReplay(BaseModel):
     """Which dead letters to replay."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}  # JSON types as declared: no "1" for 1, 0 for false
 
     error_type: str | None = Field(default=None, max_length=64)
     destination: str | None = Field(default=None, max_length=2048,
                                     description="Destination URL prefix.")
     older_than_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     newer_than_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    limit: int = Field(default=100, ge=1, le=10_000)
+    limit: Annotated[int, BeforeValidator(integral)] = Field(default=100, ge=1, le=10_000)
     dry_run: bool = False
 
 
@@ -117,7 +119,7 @@ class BulkReplayResult(BaseModel):
     dry_run: bool
 
 
-@router.post("/dead-letters/replay", response_model=BulkReplayResult)
+@router.post("/dead-letters/replay", response_model=BulkReplayResult, responses=error_responses(413))
 async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep) -> BulkReplayResult:
     """Replay the selected dead letters, up to ``limit``."""
     check_body(body, max_depth=1)

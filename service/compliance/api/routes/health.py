@@ -4,22 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
 
 from compliance import __version__
 from compliance.api import fleet
 from compliance.api.deps import ContainerDep
+from compliance.api.errors import error_responses
 from compliance.observability import metrics
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(responses=error_responses())
 
 
-@router.get("/health")
+class Health(BaseModel):
+    """Overall status and each component's state (with counts and latency, never names)."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    version: str | None = Field(default=None, description="Absent from /health/ready.")
+    components: dict[str, dict[str, Any]] = Field(
+        description="By component: status (up, degraded, down, unknown) and numbers.")
+
+
+def _health_responses(what: str) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": Health}, 503: {"model": Health, "description": what}}
+
+
+@router.get("/health", response_model=Health,
+            responses=_health_responses("Redis, storage or the facade is down."))
 async def health(request: Request) -> JSONResponse:
     """Component status; 503 when a critical component (Redis, storage, facade) is down."""
     status, components = await request.app.state.health.check()
@@ -48,11 +64,13 @@ def public_view(name: str, component: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", response_model=Health,
+            responses=_health_responses("This API cannot accept work (Redis is down)."))
 async def ready(request: Request) -> JSONResponse:
     """Can this API accept work? Only what accepting needs (Redis); 503 otherwise (readiness)."""
     status, components = await request.app.state.health.check(ready_only=True)
-    body: dict[str, Any] = {"status": status, "components": components}
+    body: dict[str, Any] = {"status": status,
+                            "components": {name: public_view(name, c) for name, c in components.items()}}
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 
@@ -62,7 +80,9 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {
+    "description": "Prometheus text exposition format.",
+    "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def prometheus_metrics(request: Request, container: ContainerDep) -> Response:
     """Prometheus text: HTTP metrics, worker counters (multiprocess), Redis-derived gauges."""
     collector = metrics.RedisStateCollector(lambda: fleet.redis_state(container))

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from compliance.api.deps import ContainerDep, ProducerAuth
-from compliance.api.errors import APIError, field_error
+from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
 from compliance.api.routes.webhooks import check_url, shed_load
 from compliance.delivery.submit import new_webhook_id
@@ -84,7 +84,7 @@ def build_reports(container: Container) -> Reports:
 class ReportRequest(BaseModel):
     """A report to generate."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}  # JSON types as declared: no "1" for 1, 0 for false
 
     framework: str = Field(min_length=1, max_length=64, description="A framework id from GET /frameworks.")
     subject: str = Field(min_length=1, max_length=200, description="What is assessed, e.g. an account.")
@@ -133,7 +133,8 @@ def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evide
         raise field_error("body.metadata", f"larger than {max_metadata_bytes} bytes of JSON")
 
 
-@router.post("/reports", status_code=202, response_model=ReportAccepted, dependencies=[ProducerAuth])
+@router.post("/reports", status_code=202, response_model=ReportAccepted, dependencies=[ProducerAuth],
+             responses=error_responses(401, 403, 413, 422, 503))
 async def submit_report(body: ReportRequest, container: ContainerDep, reports: ReportsDep,
                         request: Request) -> ReportAccepted:
     """Accept a report: validate, store the evidence, queue generation."""
@@ -161,7 +162,8 @@ async def submit_report(body: ReportRequest, container: ContainerDep, reports: R
         status_url=str(request.url_for("get_report", report_id=accepted.report_id)))
 
 
-@router.get("/reports/{report_id}", response_model=ReportRecord, dependencies=[ProducerAuth])
+@router.get("/reports/{report_id}", response_model=ReportRecord, dependencies=[ProducerAuth],
+            responses=error_responses(401, 403, 404, 422, 503))
 async def get_report(report_id: ReportId, reports: ReportsDep) -> ReportRecord:
     """Status, summary, timestamps and webhook id; 404 when unknown or expired."""
     record = await asyncio.to_thread(reports.records.get, report_id)
@@ -170,7 +172,18 @@ async def get_report(report_id: ReportId, reports: ReportsDep) -> ReportRecord:
     return record
 
 
-@router.get("/reports/{report_id}/content", dependencies=[ProducerAuth])
+# The document in the asked-for format (the JSON document's shape belongs to the facade).
+CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The report document (?format= picks the media type).",
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "text/csv": {"schema": {"type": "string"}},
+                      "text/html": {"schema": {"type": "string"}}}},
+    **error_responses(401, 403, 404, 409, 422, 503),
+}
+
+
+@router.get("/reports/{report_id}/content", dependencies=[ProducerAuth],
+            responses=CONTENT_RESPONSES)
 async def get_report_content(
     report_id: ReportId, reports: ReportsDep,
     format: Annotated[render.Format, Query(description="json, csv or html")] = "json",
@@ -194,7 +207,8 @@ async def get_report_content(
     return Response(render.render(document, format), media_type=render.MEDIA_TYPES[format])
 
 
-@router.get("/frameworks", response_model=FrameworkList, dependencies=[ProducerAuth])
+@router.get("/frameworks", response_model=FrameworkList, dependencies=[ProducerAuth],
+            responses=error_responses(401, 403, 503))
 async def list_frameworks(reports: ReportsDep) -> FrameworkList:
     """The shipped control packs with their controls (id, title, severity)."""
     return FrameworkList(frameworks=reports.need_facade().frameworks())

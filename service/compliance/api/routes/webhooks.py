@@ -17,7 +17,7 @@ from compliance.api.deps import (
     StatusesDep,
     SubmitterDep,
 )
-from compliance.api.errors import APIError, field_error
+from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
 from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope
@@ -35,7 +35,7 @@ EVENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 class WebhookRequest(BaseModel):
     """A webhook to deliver."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}  # JSON types as declared: no "1" for 1, 0 for false
 
     url: str = Field(min_length=1, max_length=2048, description="Receiver URL (http/https).")
     event: str = Field(pattern=EVENT_PATTERN, description="Event type, e.g. report.completed.")
@@ -78,7 +78,8 @@ async def shed_load(container: Container, queue: str) -> None:
                        headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
-@router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth])
+@router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth],
+             responses=error_responses(401, 403, 413, 422, 503))
 async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitter: SubmitterDep,
                          request: Request) -> Accepted:
     """Accept a webhook and queue its delivery."""
@@ -94,7 +95,8 @@ async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitte
                     status_url=str(request.url_for("get_webhook_status", webhook_id=env.webhook_id)))
 
 
-@router.get("/webhook-statuses", response_model=StatusPage, dependencies=[ProducerAuth])
+@router.get("/webhook-statuses", response_model=StatusPage, dependencies=[ProducerAuth],
+            responses=error_responses(401, 403, 422, 503))
 async def list_webhook_statuses(
     statuses: StatusesDep,
     settings: SettingsDep,
@@ -114,7 +116,7 @@ async def list_webhook_statuses(
 
 
 @router.get("/webhook-statuses/{webhook_id}", response_model=WebhookStatus,
-            dependencies=[ProducerAuth])
+            dependencies=[ProducerAuth], responses=error_responses(401, 403, 404, 422, 503))
 async def get_webhook_status(webhook_id: str, statuses: StatusesDep) -> WebhookStatus:
     """One status record; 404 when unknown or expired."""
     record = await asyncio.to_thread(statuses.get, webhook_id)
@@ -131,7 +133,8 @@ class CleanupResult(BaseModel):
     older_than_days: float | None
 
 
-@router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth])
+@router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth],
+             responses=error_responses(401, 403, 422, 503))
 async def webhook_cleanup(
     statuses: StatusesDep,
     older_than_days: Annotated[float | None, Query(ge=0, le=3650)] = None,

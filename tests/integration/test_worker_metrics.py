@@ -33,3 +33,20 @@ def test_prefork_children_counters_are_aggregated(api, receiver, start_worker):
         assert api.post("/webhooks", json={"url": receiver.url(), "event": "e", "payload": {"i": i}}).status_code == 202
     receiver.wait_for(6, timeout=60)
     assert wait_until(lambda: delivered_count(port) == 6, timeout=30)
+
+
+def answers(host: str, port: int) -> bool:
+    try:
+        return httpx.get(f"http://{host}:{port}/metrics", timeout=5).status_code == 200
+    except httpx.ConnectError:
+        return False
+
+
+def test_metrics_bind_to_the_configured_address(start_worker):
+    # 127.0.0.0/8 is loopback on Linux: a socket bound to every interface (0.0.0.0) answers on
+    # 127.0.0.2 as well, one bound to 127.0.0.1 only there.
+    port = free_port()
+    start_worker(kind="reports", concurrency=1, extra_env={
+        "COMPLIANCE_WORKER_METRICS_PORT": str(port), "COMPLIANCE_WORKER_METRICS_HOST": "127.0.0.1"})
+    assert answers("127.0.0.1", port)  # the worker is ready: its endpoint was started before
+    assert not answers("127.0.0.2", port)

@@ -128,7 +128,7 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
     ``processes`` > 1 runs that many worker processes side by side, as replicas would.
     """
     env = {**os.environ, **BASE_ENV, "COMPLIANCE_REDIS_URL": redis_url,
-           "COMPLIANCE_DELIVERY_ENGINE": engine,
+           "COMPLIANCE_DELIVERY_ENGINE": engine, "COMPLIANCE_DELIVERY_CONCURRENCY": str(concurrency),
            "COMPLIANCE_REDIS_MAX_CONNECTIONS": str(max(200, concurrency + 16)),
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     saved = dict(os.environ)

@@ -69,7 +69,7 @@ class AsyncSender:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(**self._connector_args), timeout=self._timeout,
-                trust_env=False, auto_decompress=False, skip_auto_headers=("User-Agent",))
+                trust_env=False, auto_decompress=False)
         return self._session
 
     async def close(self) -> None:

@@ -191,7 +191,7 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=2000, help="webhooks per scenario at 200 ms")
-    parser.add_argument("--in-flight", type=int, default=256)
+    parser.add_argument("--in-flight", type=int, default=512)
     parser.add_argument("--latencies", default="0,200", help="receiver latencies, ms")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="compliance-bench-"))

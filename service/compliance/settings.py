@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     # Deliveries in flight per delivery worker process (the asyncio engine's share is this
     # minus the one Celery thread; with delivery_engine=threads, the thread pool's size).
-    delivery_concurrency: int = Field(default=256, ge=1, le=4096)
+    delivery_concurrency: int = Field(default=512, ge=1, le=4096)
     # Prefetch multiplier (seed: 1, FIFO and no hoarding).
     worker_prefetch_multiplier: int = Field(default=1, ge=1, le=16)
     # Hard time limit of a report task, seconds (seed: one hour).

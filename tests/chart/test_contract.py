@@ -123,7 +123,7 @@ def test_every_process_accepts_the_settings_the_chart_gives_it(scenario, monkeyp
             assert not settings.dev_mode
             assert settings.admin_api_keys and settings.webhook_secrets
             if component == "worker-deliveries":
-                assert settings.delivery_concurrency == 256
+                assert settings.delivery_concurrency == 512
             if component == "worker-reports":
                 assert settings.worker_concurrency == 4
         checked.add(component)

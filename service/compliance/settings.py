@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     # --- queues and celery (seed values, made safe) ------------------------------------------
     # Queue for report generation (CPU, long); `llen compliance-compliance_queue` counts it.
     queue_name: str = "compliance_queue"
-    # Queue for webhook deliveries (I/O, short), consumed by a high-concurrency thread pool.
+    # Queue for webhook deliveries (I/O, short): signals naming the webhooks that are due.
     delivery_queue_name: str = "compliance_webhooks"
     # kombu global_keyprefix: every broker key starts with it.
     broker_key_prefix: str = "compliance-"

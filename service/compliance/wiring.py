@@ -133,7 +133,7 @@ class Container:
     def sweeper(self) -> Sweeper:
         """Signals due webhooks and recovers lapsed leases."""
         return Sweeper(settings=self.settings, schedule=self.schedule,
-                       dispatcher=self.dispatcher, clock=self.clock)
+                       dispatcher=self.dispatcher, reports=self.reports, clock=self.clock)
 
     def pump(self, max_in_flight: int) -> Pump:
         """A new asyncio delivery engine (one per worker process; it owns its event loop)."""

@@ -308,3 +308,23 @@ def test_a_long_backlog_is_not_signalled_twice_but_a_lost_signal_is(settings, r)
     later = again + settings.delivery_signal_timeout + 4
     assert "wh_waiting" in schedule.sweep(now=later, signal_until=later + 3, limit=10).ids
     container.close()
+
+
+def test_a_report_task_the_broker_lost_is_sent_again(api, receiver, start_worker, r):
+    """kombu's pop-before-record gap loses report tasks too: the report's lease brings the task
+    back, the report is generated once, and its webhook is delivered."""
+    from tests.reports.test_api import good
+
+    accepted = api.post("/reports", json=good(webhook_url=receiver.url()))
+    assert accepted.status_code == 202, accepted.text
+    report_id = accepted.json()["report_id"]
+    # A worker frozen with a BRPOP waiting took the message: no list and no hash holds it.
+    assert r.rpop("compliance-compliance_queue") is not None
+    assert r.llen("compliance-compliance_queue") == 0 and r.hlen("compliance-unacked") == 0
+    start_worker(kind="all", concurrency=4, name="reporter")
+    report = wait_until(lambda: (body := api.get(f"/reports/{report_id}").json())["status"]
+                        == "completed" and body, timeout=90, interval=0.5,
+                        message="the lost report task was never sent again")
+    delivered = receiver.wait_for(1, timeout=30)
+    assert [q.headers["webhook-id"] for q in delivered] == [report["webhook_id"]]
+    assert r.zscore("compliance:schedule:reports", report_id) is None  # settled: no lease left

@@ -8,11 +8,12 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from compliance.delivery.models import Envelope
+from compliance.store.records import Status
 from compliance.wiring import Container
 from tests.support.receiver import Reply
 from tests.support.services import SECRET, wait_until
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 
 
 def test_the_engine_holds_many_deliveries_in_flight_each_signed_and_sent_once(
@@ -55,3 +56,27 @@ def test_the_engine_refuses_a_forbidden_address_at_delivery_time(settings, start
     for webhook_id in ids:
         entry = api.get(f"/dead-letters/{webhook_id}", headers=admin_headers).json()
         assert entry["error_type"] == "validation", entry
+
+
+def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
+        settings, receiver, start_worker, r):
+    """2,000 webhooks to a destination answering 503: the breaker shields it, the backlog waits
+    as due times in Redis (no countdown message in any worker), and all are delivered once."""
+    receiver.default = Reply(503)
+    container = Container(settings)
+    ids = [f"wh_storm_{i}" for i in range(2000)]
+    for webhook_id in ids:
+        container.submitter.submit(Envelope(webhook_id=webhook_id, event="storm", payload={},
+                                            url=receiver.url()))
+    start_worker(kind="deliveries", concurrency=64, name="stormy")
+    wait_until(lambda: r.zcard("compliance:schedule:due") >= 1500, timeout=60,
+               message="the backlog never waited in the schedule")
+    assert r.hlen("compliance-unacked") <= 1  # at most the Celery thread's one message
+    shielded = len(receiver.received())
+    assert shielded < 400, f"the open breaker let {shielded} requests through"
+    receiver.default = Reply(200)
+    wait_until(lambda: container.statuses.count(Status.DELIVERED) == len(ids), timeout=150,
+               interval=0.5, message="the storm's backlog did not drain after recovery")
+    ok = collections.Counter(q.headers["webhook-id"] for q in receiver.received())
+    assert set(ids) <= set(ok)
+    container.close()

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from celery import Celery
 
-from compliance.messaging import DELIVER_TASK
+from compliance.messaging import DELIVER_TASK, REPORT_TASK
 
 
 class Dispatcher:
@@ -27,5 +27,16 @@ class Dispatcher:
                     argsrepr=f"<webhook {webhook_id}>", kwargsrepr="{}",
                     # Read by the asyncio engine's take script (Lua has no base64 for the body).
                     headers={"webhook_id": webhook_id})
+                sent += 1
+        return sent
+
+    def resend_reports(self, report_ids: Iterable[str], *, queue: str) -> int:
+        """Send report tasks again (their first message was lost); returns how many."""
+        sent = 0
+        with self._celery.producer_or_acquire() as producer:
+            for report_id in report_ids:
+                self._celery.send_task(REPORT_TASK, args=[report_id], queue=queue,
+                                       producer=producer, argsrepr=f"<report {report_id}>",
+                                       kwargsrepr="{}")
                 sent += 1
         return sent

@@ -23,6 +23,7 @@ from compliance.delivery.models import Envelope
 from compliance.delivery.policy import ErrorType
 from compliance.observability import metrics
 from compliance.settings import Settings
+from compliance.store.reports import ReportStore
 from compliance.store.schedule import ClaimState, ScheduleStore
 
 log = logging.getLogger(__name__)
@@ -94,18 +95,20 @@ class Sweeper:
     """Signals due webhooks and recovers lapsed leases; any number may run at once."""
 
     def __init__(self, *, settings: Settings, schedule: ScheduleStore, dispatcher: Dispatcher,
+                 reports: ReportStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._s = settings
         self._schedule = schedule
         self._dispatcher = dispatcher
+        self._reports = reports
         self._clock = clock
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
     def sweep(self) -> int:
-        """One sweep; returns how many webhooks were signalled."""
+        """One sweep; returns how many webhooks were signalled (and report tasks sent again)."""
         now = self._clock()
-        total = 0
+        total = self._sweep_reports(now)
         while True:
             swept = self._schedule.sweep(now=now, signal_until=now + self._s.delivery_signal_timeout,
                                          limit=self._s.delivery_sweep_batch)
@@ -121,6 +124,19 @@ class Sweeper:
             total += len(swept.ids)
             if len(swept.ids) < self._s.delivery_sweep_batch:
                 return total
+
+    def _sweep_reports(self, now: float) -> int:
+        """Report tasks whose lease lapsed (the broker lost the message) go out again."""
+        if self._reports is None:
+            return 0
+        lapsed = self._reports.lapsed(now=now, lease_until=now + self._s.broker_visibility_timeout,
+                                      limit=self._s.delivery_sweep_batch)
+        if lapsed:
+            metrics.REPORTS_RECOVERED.inc(len(lapsed))
+            log.warning("report tasks sent again after their lease lapsed",
+                        extra={"count": len(lapsed)})
+            self._dispatcher.resend_reports(lapsed, queue=self._s.queue_name)
+        return len(lapsed)
 
     def run(self, stop: threading.Event) -> None:
         """Sweep every interval until ``stop``; Redis trouble is logged and waited out."""

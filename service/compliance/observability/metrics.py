@@ -40,6 +40,10 @@ WEBHOOK_RECOVERED = Counter(
     "webhook_leases_recovered_total",
     "Webhooks signalled again after their lease lapsed (a lost signal or a dead worker).",
 )
+REPORTS_RECOVERED = Counter(
+    "report_leases_recovered_total",
+    "Report tasks sent again after their lease lapsed (the broker lost the message).",
+)
 SWEEP_ERRORS = Counter("webhook_sweep_errors_total", "Sweeps that failed (Redis unreachable).")
 WEBHOOK_DELIVERY_DURATION = Histogram(
     "webhook_delivery_duration_seconds", "Duration of one delivery attempt.",

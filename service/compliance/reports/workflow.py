@@ -100,7 +100,7 @@ def accept(
         report_id=report_id, framework=framework, subject=subject, status=ReportStatus.QUEUED,
         webhook_id=webhook_id, webhook_url=webhook_url, correlation_id=correlation_id or None,
         metadata=metadata, created_at=now, updated_at=now,
-    ))
+    ), lease_until=now + settings.broker_visibility_timeout)
     try:
         celery.send_task(REPORT_TASK, args=[report_id], queue=settings.queue_name,
                          argsrepr=f"<report {report_id}>", kwargsrepr="{}",
@@ -134,7 +134,7 @@ class Workflow:
         self._facade = facade
         self._submitter = submitter
 
-    def generate(self, report_id: str) -> str:
+    def generate(self, report_id: str, run_id: str | None = None) -> str:
         """Run the report; returns the outcome (completed, failed, duplicate, missing).
 
         SoftTimeLimitExceeded passes through to the caller, which settles with ``time_limit``.
@@ -148,12 +148,21 @@ class Workflow:
             # Redelivery after the report was settled (acks_late): do not redo or resend.
             log.info("report already settled", extra={"report_id": report_id, "status": record.status})
             return "duplicate"
+        limit = self._s.task_time_limit + 60
+        if (record.status is ReportStatus.RUNNING and record.started_at is not None
+                and run_id is not None and record.run_id not in (None, run_id)
+                and time.time() - record.started_at < limit):
+            # Another task holds it (one sent again after its lease lapsed): not twice. The same
+            # task retried or redelivered by the broker carries the same id and goes on.
+            log.info("report is being generated elsewhere", extra={"report_id": report_id})
+            return "duplicate"
         runs = self._records.count_run(report_id)
         if runs > self._s.max_redeliveries:
             self.fail(report_id, "poison", f"generation started {runs} times without finishing")
             return "failed"
+        self._records.lease(report_id, time.time() + limit)
         record = self._records.put(record.model_copy(update={
-            "status": ReportStatus.RUNNING, "started_at": time.time()}))
+            "status": ReportStatus.RUNNING, "started_at": time.time(), "run_id": run_id}))
         try:
             evidence = json.loads(self._storage.get(evidence_key(report_id)))
         except StorageError as exc:

@@ -23,6 +23,9 @@ BREAKER_NOT_CLOSED_INDEX = "compliance:index:breakers:not_closed"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
 REPORT_PREFIX = "compliance:report:"
 REPORT_RUNS_PREFIX = "compliance:report_runs:"
+# Reports not settled yet (score: when their task is presumed lost and sent again): kombu's
+# BRPOP can lose a report task the way it could lose a delivery message.
+REPORT_LEASE_INDEX = "compliance:schedule:reports"
 
 
 def status_key(webhook_id: str) -> str:

@@ -42,20 +42,65 @@ class ReportRecord(BaseModel):
     updated_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # The task run generating it (Celery's task id: the same across a retry or a redelivery).
+    run_id: str | None = None
+
+
+# KEYS: lease index. ARGV: now, lease until, limit, record key prefix.
+# Reports whose lease lapsed and that are not settled: their lease is renewed and they are
+# returned, to be sent again. Settled or expired ones leave the index.
+_LAPSED = """
+local out = {}
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0,
+                       tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  local raw = redis.call('GET', ARGV[4] .. id)
+  local final = true
+  if raw then
+    local ok, rec = pcall(cjson.decode, raw)
+    final = ok and (rec['status'] == 'completed' or rec['status'] == 'failed')
+  end
+  if final then
+    redis.call('ZREM', KEYS[1], id)
+  else
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    table.insert(out, id)
+  end
+end
+return out
+"""
 
 
 class ReportStore:
-    """Reads and writes report records; every write re-applies the record TTL."""
+    """Reads and writes report records; every write re-applies the record TTL.
+
+    A report that is not settled also has a lease in ``compliance:schedule:reports``: when it
+    lapses (its task was lost), the sweeper sends the task again.
+    """
 
     def __init__(self, client: redis.Redis, *, ttl: int, runs_ttl: int) -> None:
         self._r = client
         self._ttl = ttl
         self._runs_ttl = runs_ttl
+        self._lapsed = client.register_script(_LAPSED)
 
-    def create(self, record: ReportRecord) -> bool:
-        """Write a new record; False when the id is already taken."""
-        return bool(self._r.set(keys.report_key(record.report_id), record.model_dump_json(),
-                                ex=self._ttl, nx=True))
+    def create(self, record: ReportRecord, *, lease_until: float) -> bool:
+        """Write a new record with its lease; False when the id is already taken."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(keys.report_key(record.report_id), record.model_dump_json(), ex=self._ttl, nx=True)
+        pipe.zadd(keys.REPORT_LEASE_INDEX, {record.report_id: lease_until})
+        created, _ = pipe.execute()
+        return bool(created)
+
+    def lease(self, report_id: str, until: float) -> None:
+        """Hold (or renew) a report's lease."""
+        self._r.zadd(keys.REPORT_LEASE_INDEX, {report_id: until})
+
+    def lapsed(self, *, now: float, lease_until: float, limit: int) -> list[str]:
+        """Unsettled reports whose lease lapsed; their leases are renewed to ``lease_until``."""
+        reply = self._lapsed(keys=[keys.REPORT_LEASE_INDEX],
+                             args=[repr(now), repr(lease_until), limit, keys.REPORT_PREFIX])
+        return [str(x) for x in reply]
 
     def get(self, report_id: str) -> ReportRecord | None:
         """The record, or None when unknown or expired."""
@@ -63,14 +108,20 @@ class ReportStore:
         return None if raw is None else ReportRecord.model_validate_json(raw)  # type: ignore[arg-type]
 
     def put(self, record: ReportRecord) -> ReportRecord:
-        """Overwrite the record (only the report's own task writes after creation)."""
+        """Overwrite the record (only the report's own task writes after creation); a settled
+        report leaves the lease index in the same transaction."""
         record = record.model_copy(update={"updated_at": time.time()})
-        self._r.set(keys.report_key(record.report_id), record.model_dump_json(), ex=self._ttl)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(keys.report_key(record.report_id), record.model_dump_json(), ex=self._ttl)
+        if record.status in FINAL:
+            pipe.zrem(keys.REPORT_LEASE_INDEX, record.report_id)
+        pipe.execute()
         return record
 
     def delete(self, report_id: str) -> None:
         """Forget a record (used when the broker refused the task)."""
         self._r.delete(keys.report_key(report_id), f"{keys.REPORT_RUNS_PREFIX}{report_id}")
+        self._r.zrem(keys.REPORT_LEASE_INDEX, report_id)
 
     def count_run(self, report_id: str) -> int:
         """Count one more start of the report's task (redeliveries included)."""

@@ -38,7 +38,7 @@ def generate_report(self: Task, report_id: str) -> None:
 
 def _generate(task: Task, rt: Container, report_id: str) -> str:
     try:
-        return rt.report_workflow.generate(report_id)
+        return rt.report_workflow.generate(report_id, run_id=task.request.id)
     except SoftTimeLimitExceeded:
         # A hard kill skips every failure hook, so the final status is written here.
         limit = rt.settings.task_soft_time_limit

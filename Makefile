@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test setup setup-run lint typecheck unit bench bench-storm clean lock
+.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm clean lock
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ lock:
 
 bench: $(DEPS_STAMP)
 	$(PY) bench/deliveries.py
+
+## bench-intake: POST /webhooks against a bare FastAPI endpoint doing one LPUSH
+bench-intake: $(DEPS_STAMP)
+	$(PY) bench/intake.py
 
 ## bench-storm: 50,000 webhooks to a destination answering 503, then its recovery
 bench-storm: $(DEPS_STAMP)

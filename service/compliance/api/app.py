@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from compliance import __version__
 from compliance.api import errors, fleet
 from compliance.api.health import HealthCheck, HealthChecker
+from compliance.api.http_metrics import HTTPMetrics
 from compliance.api.limits import BodySizeLimit
 from compliance.api.routes import breakers, dead_letters, health, reports, webhooks
 from compliance.api.security_headers import SecurityHeaders
@@ -63,17 +63,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     for module in (webhooks, dead_letters, breakers, health, reports):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def _http_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = _route_template(request)
-        metrics.HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        metrics.HTTP_DURATION.labels(request.method, route).observe(time.perf_counter() - started)
-        return response
-
+    app.add_middleware(HTTPMetrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Correlation-ID",
                        update_request_header=True,
@@ -106,9 +96,3 @@ def health_checks(container: Container, report_clients: reports.Reports) -> Heal
     checker.register(HealthCheck("storage", lambda: report_clients.need_storage().probe(),
                                  critical=True, cached=True, timeout=10.0))
     return checker
-
-
-def _route_template(request: Request) -> str:
-    # Label by route template, never by raw path, to keep metric cardinality bounded.
-    route = request.scope.get("route")
-    return str(getattr(route, "path", "unmatched"))

@@ -35,7 +35,7 @@ class CheckedResolver(AbstractResolver):
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         """The one checked address of ``host``."""
         target = Target(scheme="https", host=host, port=port, path="/")
-        if is_literal(host):
+        if ssrf.is_ip_literal(host):
             address = ssrf.resolve_checked(target, allow_loopback=self._allow_loopback,
                                            resolver=self._resolver)
         else:
@@ -103,15 +103,6 @@ class AsyncSender:
             return _error(ErrorType.CONNECTION, exc, started)
         except Exception as exc:  # e.g. a header aiohttp cannot encode: settle, never crash
             return _error(ErrorType.INTERNAL, exc, started)
-
-
-def is_literal(host: str) -> bool:
-    """True for an IP address literal (no DNS needed)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _error(kind: ErrorType, exc: BaseException, started: float) -> AttemptResult:

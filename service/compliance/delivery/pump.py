@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from compliance.delivery import ssrf
-from compliance.delivery.async_sender import AsyncSender, is_literal
+from compliance.delivery.async_sender import AsyncSender
 from compliance.delivery.engine import Deliverer, unresolved
 from compliance.delivery.ledger import Ledger
 from compliance.delivery.models import Envelope
@@ -227,7 +227,7 @@ class Pump:
     async def _check(self, target: ssrf.Target) -> None:
         """The outbound guard before anything is sent (aiohttp's resolver checks it again for
         each new connection): a forbidden address is refused, not retried."""
-        if is_literal(target.host):
+        if ssrf.is_ip_literal(target.host):
             self._deliverer.resolve(target)
         else:
             await asyncio.to_thread(self._deliverer.resolve, target)

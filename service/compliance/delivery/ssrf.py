@@ -264,3 +264,12 @@ def resolve_checked(
         if reason:
             raise UnsafeURLError(f"{target.host} resolves to {address}: {reason}")
     return addresses[0]
+
+
+def is_ip_literal(host: str) -> bool:
+    """True for an IP address literal (checking it needs no DNS)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -63,15 +63,23 @@ async def check_url(settings: Settings, url: str, field: str) -> None:
     try:
         target = ssrf.parse_target(url, https_only=settings.https_only,
                                    allowed_ports=settings.allowed_ports)
-        await asyncio.to_thread(ssrf.resolve_checked, target,
-                                allow_loopback=settings.allow_loopback_targets)
+        if ssrf.is_ip_literal(target.host):  # no DNS: no reason to leave the event loop
+            ssrf.resolve_checked(target, allow_loopback=settings.allow_loopback_targets)
+        else:
+            await asyncio.to_thread(ssrf.resolve_checked, target,
+                                    allow_loopback=settings.allow_loopback_targets)
     except ssrf.UnsafeURLError as exc:
         raise field_error(field, exc.reason) from exc
 
 
 async def shed_load(container: Container, queue: str) -> None:
     """503 + Retry-After when ``queue`` is past the configured length."""
-    length = await asyncio.to_thread(container.queue_lengths)
+    await asyncio.to_thread(refuse_when_full, container, queue)
+
+
+def refuse_when_full(container: Container, queue: str) -> None:
+    """The blocking half of ``shed_load`` (for callers already off the event loop)."""
+    length = container.queue_lengths()
     settings = container.settings
     if length.get(queue, 0) >= settings.max_queue_length:
         raise APIError(503, "overloaded", f"queue {queue} is full; retry later",
@@ -86,11 +94,15 @@ async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitte
     settings = container.settings
     check_body(body, max_depth=settings.max_json_depth, free_form=("payload",))
     await check_url(settings, body.url, "body.url")
-    await shed_load(container, settings.delivery_queue_name)
     cid = correlation_id.get() or ""
     env = Envelope(webhook_id=new_webhook_id(), url=body.url, event=body.event,
                    payload=body.payload, correlation_id=cid)
-    await asyncio.to_thread(submitter.submit, env)
+
+    def shed_or_submit() -> None:  # one hop off the event loop for both blocking calls
+        refuse_when_full(container, settings.delivery_queue_name)
+        submitter.submit(env)
+
+    await asyncio.to_thread(shed_or_submit)
     return Accepted(webhook_id=env.webhook_id, correlation_id=cid,
                     status_url=str(request.url_for("get_webhook_status", webhook_id=env.webhook_id)))
 

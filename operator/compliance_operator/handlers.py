@@ -174,7 +174,8 @@ def decide(spec: AutoscalerSpec, seen: Observed | Blocked, state: AutoscalerStat
 
     snap, current = seen.snapshot, seen.current
     status.update(queueLength=snap.queue_length, inFlight=snap.in_flight, openBreakers=snap.open_breakers,
-                  knownBreakers=snap.known_breakers, openBacklogShare=snap.open_backlog_share)
+                  knownBreakers=snap.known_breakers, openBacklogShare=snap.open_backlog_share,
+                  scheduled=snap.scheduled, scheduledDue=snap.scheduled_due)
     since = seen.now if state.since is None else state.since
     decision = policy.decide(spec.policy, policy.Observation(
         now=seen.now, current_replicas=current, queue_length=snap.queue_length, in_flight=snap.in_flight,

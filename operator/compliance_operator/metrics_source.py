@@ -32,6 +32,9 @@ class Snapshot:
     open_breakers: int
     known_breakers: int
     open_backlog_share: float | None
+    # Webhooks waiting in the schedule (retries and breaker deferrals), and those already due.
+    scheduled: int = 0
+    scheduled_due: int = 0
 
 
 class RedisClients:
@@ -73,11 +76,13 @@ def read_snapshot(
     now = time.time() if now is None else now
     queued = broker.queue_length(client, prefix=prefix, queue=queue)
     in_flight = broker.in_flight(client, prefix=prefix)[queue]
+    scheduled = scheduled_due = 0
     if queue == DELIVERY_QUEUE:
         # The delivery engine's work is leased in the schedule, not unacked in kombu: leased
         # webhooks are the queued signals plus those a worker holds.
-        leased = ScheduleStore(client, queue_key=f"{prefix}{queue}").counts(now).leased
-        in_flight = max(in_flight, leased - queued)
+        counts = ScheduleStore(client, queue_key=f"{prefix}{queue}").counts(now)
+        in_flight = max(in_flight, counts.leased - queued)
+        scheduled, scheduled_due = counts.scheduled, counts.due_now
     states = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0).all(now)
     open_count, known, open_names = policy.breaker_counts(states, now=now, active_window=active_window)
     share = None
@@ -85,7 +90,8 @@ def read_snapshot(
         share = policy.backlog_share(
             sample_destinations(client, prefix=prefix, queue=queue, limit=sample_size), open_names)
     return Snapshot(queue_length=queued, in_flight=in_flight, open_breakers=open_count,
-                    known_breakers=known, open_backlog_share=share)
+                    known_breakers=known, open_backlog_share=share, scheduled=scheduled,
+                    scheduled_due=scheduled_due)
 
 
 def sample_destinations(client: redis.Redis, *, prefix: str, queue: str, limit: int) -> list[str]:

@@ -116,11 +116,18 @@ async def test_webhooks_held_by_the_delivery_engine_count_as_in_flight(
         claim = services.schedule.claim(webhook_id, now=now, lease_until=now + 600)
         assert claim.state == "claimed"
     assert r.hlen("compliance-unacked") == 0
+    # and three more wait in the schedule (retries, deferrals): shown, not counted as demand
+    for i in range(3):
+        env = Envelope(webhook_id=f"wh_later_{i}", url="https://hooks.example.com/in", event="e",
+                       payload={})
+        services.ledger.accept(env, now)
+        services.ledger.reschedule(env, now, due_at=now + (600 if i else -1), error=None)
     await api.create("workerautoscalers", autoscaler())
     async with running_operator():
         await eventually(lambda: _replicas_is(api, 2), message="leased webhooks did not count")
         st = await eventually(lambda: _status_with(api, desiredReplicas=2))
         assert (st["queueLength"], st["inFlight"]) == (0, 10)
+        assert (st["scheduled"], st["scheduledDue"]) == (3, 1)
 
 
 async def test_open_breakers_hold_scale_up(cluster: Api, services: Container, r: redis.Redis,

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal
 
 from celery import Celery
@@ -32,6 +33,15 @@ REPORT_ID_PATTERN = r"^rpt_[0-9a-f]{32}$"
 COMPLETED_EVENT = "report.completed"
 FAILED_EVENT = "report.failed"
 FailureType = Literal["storage", "facade", "time_limit", "poison"]
+
+
+class ReportOutcome(StrEnum):
+    """How one run of the report task ended (the task metric's state)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DUPLICATE = "duplicate"  # settled already, or another task is generating it
+    MISSING = "missing"  # no record: expired or never created
 
 
 def new_report_id() -> str:
@@ -134,7 +144,7 @@ class Workflow:
         self._facade = facade
         self._submitter = submitter
 
-    def generate(self, report_id: str, run_id: str | None = None) -> str:
+    def generate(self, report_id: str, run_id: str | None = None) -> ReportOutcome:
         """Run the report; returns the outcome (completed, failed, duplicate, missing).
 
         SoftTimeLimitExceeded passes through to the caller, which settles with ``time_limit``.
@@ -143,11 +153,11 @@ class Workflow:
         record = self._records.get(report_id)
         if record is None:
             log.warning("report record missing (expired or never created)", extra={"report_id": report_id})
-            return "missing"
+            return ReportOutcome.MISSING
         if record.status in FINAL:
             # Redelivery after the report was settled (acks_late): do not redo or resend.
             log.info("report already settled", extra={"report_id": report_id, "status": record.status})
-            return "duplicate"
+            return ReportOutcome.DUPLICATE
         limit = self._s.task_time_limit + 60
         if (record.status is ReportStatus.RUNNING and record.started_at is not None
                 and run_id is not None and record.run_id not in (None, run_id)
@@ -155,11 +165,11 @@ class Workflow:
             # Another task holds it (one sent again after its lease lapsed): not twice. The same
             # task retried or redelivered by the broker carries the same id and goes on.
             log.info("report is being generated elsewhere", extra={"report_id": report_id})
-            return "duplicate"
+            return ReportOutcome.DUPLICATE
         runs = self._records.count_run(report_id)
         if runs > self._s.max_redeliveries:
             self.fail(report_id, "poison", f"generation started {runs} times without finishing")
-            return "failed"
+            return ReportOutcome.FAILED
         self._records.lease(report_id, time.time() + limit)
         record = self._records.put(record.model_copy(update={
             "status": ReportStatus.RUNNING, "started_at": time.time(), "run_id": run_id}))
@@ -167,7 +177,7 @@ class Workflow:
             evidence = json.loads(self._storage.get(evidence_key(report_id)))
         except StorageError as exc:
             self.fail(report_id, "storage", f"could not read the evidence: {exc}")
-            return "failed"
+            return ReportOutcome.FAILED
         try:
             document = self._facade.evaluate(report_id=report_id, framework=record.framework,
                                              subject=record.subject, evidence=evidence)
@@ -176,12 +186,12 @@ class Workflow:
         except Exception as exc:  # a facade bug or bad evidence fails this report, not the worker
             log.exception("facade failed", extra={"report_id": report_id})
             self.fail(report_id, "facade", f"{type(exc).__name__}: {exc}"[:500])
-            return "failed"
+            return ReportOutcome.FAILED
         try:
             self._storage.put(document_key(report_id), document.model_dump_json().encode())
         except StorageError as exc:
             self.fail(report_id, "storage", f"could not store the report: {exc}")
-            return "failed"
+            return ReportOutcome.FAILED
         summary = document.summary.model_dump(mode="json")
         # Webhook first, record second: a crash in between redoes the report and resends the
         # same webhook id (receivers de-duplicate); the other order could lose the webhook.
@@ -190,7 +200,7 @@ class Workflow:
             "status": ReportStatus.COMPLETED, "summary": summary, "finished_at": time.time()}))
         metrics.REPORTS.labels(outcome="completed").inc()
         log.info("report completed", extra={"report_id": report_id, "score": summary["score"]})
-        return "completed"
+        return ReportOutcome.COMPLETED
 
     def fail(self, report_id: str, error_type: FailureType, reason: str) -> None:
         """Mark the report failed and send ``report.failed`` (unless it is already settled)."""

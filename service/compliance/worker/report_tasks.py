@@ -10,6 +10,7 @@ from celery.exceptions import Reject, Retry, SoftTimeLimitExceeded
 
 from compliance.messaging import REPORT_TASK
 from compliance.observability import metrics
+from compliance.reports.workflow import ReportOutcome
 from compliance.wiring import Container, process_container
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,14 @@ def generate_report(self: Task, report_id: str) -> None:
     metrics.TASK_DURATION.labels(task="generate_report").observe(time.monotonic() - started)
 
 
-def _generate(task: Task, rt: Container, report_id: str) -> str:
+def _generate(task: Task, rt: Container, report_id: str) -> ReportOutcome:
     try:
         return rt.report_workflow.generate(report_id, run_id=task.request.id)
     except SoftTimeLimitExceeded:
         # A hard kill skips every failure hook, so the final status is written here.
         limit = rt.settings.task_soft_time_limit
         rt.report_workflow.fail(report_id, "time_limit", f"report generation exceeded {limit} s")
-        return "failed"
+        return ReportOutcome.FAILED
     except Exception as exc:
         # Redis or broker hiccup: run again after a pause (Retry); if even that cannot be
         # published, Celery raises Reject(requeue=False), which the caller turns into a requeue.

@@ -128,7 +128,7 @@ class Pump:
         now = self._clock()
         taken = await self._schedule.take(self._redis, count=count, now=now,
                                           lease_until=now + self._s.delivery_lease_seconds)
-        work: list[tuple[Envelope, ssrf.Target | None, int]] = []
+        work: list[tuple[Envelope, ssrf.Target | ssrf.UnsafeURLError, int]] = []
         for webhook_id, claim in taken:
             if claim.state is ClaimState.MISSING:
                 metrics.TASKS.labels(task="deliver_webhook", state="missing").inc()
@@ -143,15 +143,16 @@ class Pump:
                           extra={"webhook_id": webhook_id})
                 continue
             try:
-                target: ssrf.Target | None = self._deliverer.target(env)
-            except ssrf.UnsafeURLError:
-                target = None
+                target: ssrf.Target | ssrf.UnsafeURLError = self._deliverer.target(env)
+            except ssrf.UnsafeURLError as exc:
+                target = exc  # refused in _attempt, with the reason
             work.append((env, target, claim.runs))
         if not work:
             return len(taken)
-        decisions = await self._acquire([t.origin for _, t, _ in work if t is not None], now)
+        decisions = await self._acquire(
+            [t.origin for _, t, _ in work if isinstance(t, ssrf.Target)], now)
         for env, target, runs in work:
-            decision = decisions.pop(0) if target is not None else None
+            decision = decisions.pop(0) if isinstance(target, ssrf.Target) else None
             task = asyncio.create_task(self._deliver(env, target, runs, decision))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -173,7 +174,7 @@ class Pump:
             self._room.set()
 
     # --- one delivery -------------------------------------------------------------------------
-    async def _deliver(self, env: Envelope, target: ssrf.Target | None, runs: int,
+    async def _deliver(self, env: Envelope, target: ssrf.Target | ssrf.UnsafeURLError, runs: int,
                        decision: tuple[BreakerDecision, float] | None) -> None:
         started = time.monotonic()
         state = "done"
@@ -190,20 +191,17 @@ class Pump:
         metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
         metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
 
-    async def _attempt(self, env: Envelope, target: ssrf.Target | None, runs: int,
+    async def _attempt(self, env: Envelope, target: ssrf.Target | ssrf.UnsafeURLError, runs: int,
                        decision: tuple[BreakerDecision, float] | None) -> None:
         d = self._deliverer
         if runs > self._s.max_redeliveries:
             message = f"attempt started {runs} times without finishing"
             await self._commit(lambda pipe: d.dead_letter(env, ErrorType.POISON, message, pipe=pipe))
             return
-        if target is None or decision is None:
-            try:
-                d.target(env)
-            except ssrf.UnsafeURLError as exc:
-                refused = exc  # `exc` is unbound after the block; the write runs later
-                await self._commit(lambda pipe: d.refuse(env, refused, pipe=pipe))
+        if isinstance(target, ssrf.UnsafeURLError):
+            await self._commit(lambda pipe: d.refuse(env, target, pipe=pipe))
             return
+        assert decision is not None  # every parsed target was asked of its breaker
         verdict, wait = decision
         if verdict is BreakerDecision.DENY:
             await self._commit(lambda pipe: d.defer(env, target.origin, wait, pipe=pipe))

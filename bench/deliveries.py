@@ -121,6 +121,17 @@ def _redis_counters(client: Any) -> tuple[float, int, int]:
             int(client.info("memory")["used_memory"]))
 
 
+def settings_for(env: dict[str, str]) -> Settings:
+    """Settings exactly as a worker started with ``env`` builds them."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, tmp: Path,
              processes: int = 1, engine: str = "pump") -> Run:
     """Enqueue n webhooks (as the API does), run the worker(s), time until the receiver has all.
@@ -131,14 +142,8 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
            "COMPLIANCE_DELIVERY_ENGINE": engine, "COMPLIANCE_DELIVERY_CONCURRENCY": str(concurrency),
            "COMPLIANCE_REDIS_MAX_CONNECTIONS": str(max(200, concurrency + 16)),
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    container = Container(settings)
+    container = Container(settings_for(env))
+    settings = container.settings
     container.redis.flushall()
     submitter = container.submitter
     _, _, memory_before = _redis_counters(container.redis)

@@ -21,12 +21,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deliveries import BASE_ENV, start_receiver, stats
+from deliveries import BASE_ENV, settings_for, start_receiver, stats
 
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
 from compliance.localredis import LocalRedis
-from compliance.settings import Settings
 from compliance.store.records import Status
 from compliance.wiring import Container
 
@@ -55,14 +54,8 @@ def main() -> None:
     receiver, port = start_receiver(0)
     env = {**os.environ, **BASE_ENV, **STORM_ENV, "COMPLIANCE_REDIS_URL": redis.url,
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    container = Container(settings)
+    container = Container(settings_for(env))
+    settings = container.settings
     httpx.post(f"http://127.0.0.1:{port}/mode?status=503")
     started = time.perf_counter()
     for i in range(args.n):

@@ -130,6 +130,12 @@ class Settings(BaseSettings):
     breaker_reset_timeout: float = Field(default=60.0, gt=0)
     # Total seconds a delivery may be deferred by open breakers before it is dead-lettered.
     breaker_max_deferral_seconds: float = Field(default=3600.0, ge=0)
+    # Requests in flight to one destination (scheme, host and port) at most, across every worker
+    # of the fleet; more wait, parked in order, for a slot (0: no cap).
+    destination_max_in_flight: int = Field(default=50, ge=0, le=100_000)
+    # After a destination's breaker closes again, its cap ramps up from one request in flight,
+    # doubling every this many seconds (0: the whole cap at once).
+    destination_ramp_seconds: float = Field(default=1.0, ge=0, le=600)
     # Seconds a breaker is kept after its last result (then it and its index entry go), so
     # destinations nobody calls any more do not pile up; must outlast a reset timeout and a probe.
     breaker_idle_ttl: float = Field(default=3600.0, ge=1)

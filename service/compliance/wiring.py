@@ -31,7 +31,7 @@ from compliance.reports.storage import ReportStorage, build_storage
 from compliance.reports.workflow import Workflow
 from compliance.settings import Settings
 from compliance.store import broker
-from compliance.store.breakers import BreakerStore
+from compliance.store.breakers import BreakerStore, SlotPolicy
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.reports import ReportStore
 from compliance.store.schedule import ScheduleStore
@@ -74,10 +74,15 @@ class Container:
     def breakers(self) -> BreakerStore:
         """Fleet-wide circuit breakers."""
         s = self.settings
+        probe_lease = s.connect_timeout + s.read_timeout + 5
+        slots = SlotPolicy(cap=s.destination_max_in_flight, ramp_seconds=s.destination_ramp_seconds,
+                           lease=probe_lease,
+                           reserve=max(10.0, 5 * s.delivery_sweep_interval),
+                           parked_ttl=s.status_ttl_open,
+                           recheck=s.delivery_sweep_interval)
         return BreakerStore(self.redis, threshold=s.breaker_failure_threshold,
-                            reset_timeout=s.breaker_reset_timeout,
-                            probe_lease=s.connect_timeout + s.read_timeout + 5,
-                            idle_ttl=s.breaker_idle_ttl)
+                            reset_timeout=s.breaker_reset_timeout, probe_lease=probe_lease,
+                            idle_ttl=s.breaker_idle_ttl, slots=slots)
 
     @cached_property
     def schedule(self) -> ScheduleStore:
@@ -133,7 +138,8 @@ class Container:
     def sweeper(self) -> Sweeper:
         """Signals due webhooks and recovers lapsed leases."""
         return Sweeper(settings=self.settings, schedule=self.schedule,
-                       dispatcher=self.dispatcher, reports=self.reports, clock=self.clock)
+                       dispatcher=self.dispatcher, reports=self.reports, breakers=self.breakers,
+                       clock=self.clock)
 
     def pump(self, max_in_flight: int) -> Pump:
         """A new asyncio delivery engine (one per worker process; it owns its event loop)."""

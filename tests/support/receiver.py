@@ -48,6 +48,7 @@ class Receiver:
         # a delay or hang, or being dripped): what a test waits on to know work is in flight.
         self._arrived: list[Received] = []
         self._held: dict[int, Received] = {}
+        self.peak_in_flight = 0  # the most requests held unanswered at once
         self._scripts: dict[str, deque[Reply]] = {}
         self.default = Reply()
         self._lock = threading.Lock()
@@ -146,6 +147,7 @@ class Receiver:
         with self._lock:
             self._arrived.append(request)
             self._held[id(request)] = request
+            self.peak_in_flight = max(self.peak_in_flight, len(self._held))
         return id(request)
 
     def _settle(self, token: int) -> None:

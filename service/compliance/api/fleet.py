@@ -16,13 +16,16 @@ def redis_state(container: Container) -> dict[str, object]:
     in_flight = broker.in_flight(container.redis, prefix=s.broker_key_prefix)
     schedule = container.schedule.counts(container.clock())
     memory = container.redis.info("memory")
+    parked = container.breakers.parked()
     return {
         "statuses": container.statuses.counts(),
         "dead_letters": container.dead_letters.size(),
         "queues": container.queue_lengths(),
         "in_flight": sum(in_flight.values()),
         "schedule": {"scheduled": schedule.scheduled, "due_now": schedule.due_now,
-                     "leased": schedule.leased},
+                     "leased": schedule.leased, "parked": sum(parked.values())},
+        "parked": dict(sorted(parked.items(), key=lambda kv: -kv[1])[
+            :s.metrics_max_breaker_series]),
         "breakers": breaker_series(container),
         "breaker_counts": container.breakers.counts(),
         "redis_memory": int(memory.get("used_memory", 0)),
@@ -63,7 +66,9 @@ def breakers_probe(container: Container) -> dict[str, Any]:
 
 
 def queue_probe(container: Container) -> dict[str, Any]:
-    """Queue signals apart: ready (lists), scheduled (due later, and due now), leased."""
+    """Queue signals apart: ready (lists), scheduled (due later, and due now), leased, and
+    parked (waiting for a slot of a destination at its cap)."""
     schedule = container.schedule.counts(container.clock())
     return {"status": "up", "ready": container.queue_lengths(), "scheduled": schedule.scheduled,
-            "due_now": schedule.due_now, "leased": schedule.leased}
+            "due_now": schedule.due_now, "leased": schedule.leased,
+            "parked": sum(container.breakers.parked().values())}

@@ -35,6 +35,7 @@ class AttemptOutcome(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"  # due again after a backoff
     DEFERRED = "deferred"  # the destination's breaker is open: due again when it may half-open
+    PARKED = "parked"  # the destination is at its cap: waits for a slot (not an attempt)
     DEAD_LETTERED = "dead_lettered"
 
 
@@ -72,18 +73,22 @@ class Deliverer:
         except ssrf.UnsafeURLError as exc:
             return self.refuse(env, exc)
 
-        # The breaker first: while it is open nothing is resolved or sent, and the webhook waits.
-        decision, wait = self._breakers.acquire(target.origin, now=self._clock())
+        # The breaker and the destination's cap first: while the breaker is open nothing is
+        # resolved or sent, and the webhook waits; at the cap, it waits for a slot.
+        decision, wait = self._breakers.acquire(target.origin, now=self._clock(),
+                                                webhook_id=env.webhook_id)
         if decision is BreakerDecision.DENY:
             return self.defer(env, target.origin, wait)
+        if decision is BreakerDecision.PARKED:
+            return self.parked()
         probe = decision is BreakerDecision.PROBE
         try:
             address = self.resolve(target)
         except ssrf.UnresolvedHostError as exc:
             return self.settle(env, target.origin, probe, unresolved(exc), {})
         except ssrf.UnsafeURLError as exc:
-            # Refused before anything was sent; a probe slot taken here lapses with its lease.
-            return self.refuse(env, exc)
+            # Refused before anything was sent; a probe lease taken here lapses on its own.
+            return self.refuse(env, exc, origin=target.origin)
         body, headers = self.sign(env)
         result = self._sender.post(target, address, body, headers)
         return self.settle(env, target.origin, probe, result, headers)
@@ -110,8 +115,12 @@ class Deliverer:
         )
         return body.encode(), headers
 
-    def refuse(self, env: Envelope, exc: ssrf.UnsafeURLError, pipe: Any = None) -> AttemptOutcome:
-        """Dead-letter a webhook whose URL the outbound guard refuses."""
+    def refuse(self, env: Envelope, exc: ssrf.UnsafeURLError, pipe: Any = None,
+               origin: str | None = None) -> AttemptOutcome:
+        """Dead-letter a webhook whose URL the outbound guard refuses (giving back the slot it
+        took at ``origin``, if it took one)."""
+        if origin is not None:
+            self._breakers.give_back(origin, env.webhook_id, now=self._clock(), pipe=pipe)
         return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {},
                                  pipe=pipe)
 
@@ -131,7 +140,8 @@ class Deliverer:
             else BreakerResult.FAILURE if outcome.counts_as_breaker_failure
             else BreakerResult.NEUTRAL
         )
-        self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now, pipe=pipe)
+        self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now, pipe=pipe,
+                              webhook_id=env.webhook_id)
         metrics.WEBHOOK_DELIVERY_DURATION.observe(result.duration_seconds)
         metrics.WEBHOOK_ATTEMPTS.labels(
             result="delivered" if outcome.delivered else str(outcome.error_type)
@@ -194,6 +204,12 @@ class Deliverer:
                                 error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"),
                                 pipe=pipe)
         return AttemptOutcome.DEFERRED
+
+    @staticmethod
+    def parked() -> AttemptOutcome:
+        """The destination is at its cap; the acquire already parked the webhook (no write)."""
+        metrics.WEBHOOK_PARKED.inc()
+        return AttemptOutcome.PARKED
 
     def dead_letter(self, env: Envelope, error_type: ErrorType, message: str,
                     pipe: Any = None) -> AttemptOutcome:

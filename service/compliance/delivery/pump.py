@@ -150,7 +150,7 @@ class Pump:
         if not work:
             return len(taken)
         decisions = await self._acquire(
-            [t.origin for _, t, _ in work if isinstance(t, ssrf.Target)], now)
+            [(t.origin, env.webhook_id) for env, t, _ in work if isinstance(t, ssrf.Target)], now)
         for env, target, runs in work:
             decision = decisions.pop(0) if isinstance(target, ssrf.Target) else None
             task = asyncio.create_task(self._deliver(env, target, runs, decision))
@@ -158,14 +158,16 @@ class Pump:
             task.add_done_callback(self._done)
         return len(taken)
 
-    async def _acquire(self, origins: list[str], now: float) -> list[tuple[BreakerDecision, float]]:
-        if not origins:
+    async def _acquire(self, wanted: list[tuple[str, str]],
+                       now: float) -> list[tuple[BreakerDecision, float]]:
+        """Ask each (destination, webhook)'s breaker and cap, in one round trip."""
+        if not wanted:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for script in self._breakers.scripts:
             pipe.scripts.add(script)
-        for origin in origins:
-            self._breakers.acquire_on(pipe, origin, now)
+        for origin, webhook_id in wanted:
+            self._breakers.acquire_on(pipe, origin, now, webhook_id=webhook_id)
         return [self._breakers.acquired(reply) for reply in await pipe.execute()]
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -206,6 +208,9 @@ class Pump:
         if verdict is BreakerDecision.DENY:
             await self._commit(lambda pipe: d.defer(env, target.origin, wait, pipe=pipe))
             return
+        if verdict is BreakerDecision.PARKED:
+            d.parked()
+            return
         probe = verdict is BreakerDecision.PROBE
         try:
             await self._check(target)
@@ -215,7 +220,8 @@ class Pump:
             return
         except ssrf.UnsafeURLError as exc:
             forbidden = exc  # `exc` is unbound after the block; the write runs later
-            await self._commit(lambda pipe: d.refuse(env, forbidden, pipe=pipe))
+            await self._commit(lambda pipe: d.refuse(env, forbidden, pipe=pipe,
+                                                     origin=target.origin))
             return
         body, headers = d.sign(env)
         result = await self._sender.post(target, body, headers)

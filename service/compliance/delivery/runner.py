@@ -2,7 +2,8 @@
 
 A signal names a webhook; the record in Redis says what to do. ``DeliveryRunner.run`` claims
 the webhook (refusing duplicates and stale signals), attempts it, and the engine records the
-next step. ``Sweeper`` signals webhooks that are due and recovers those whose lease lapsed.
+next step. ``Sweeper`` signals webhooks that are due, recovers those whose lease lapsed, and lets
+go parked webhooks whose destination has a free slot that no finished delivery handed on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from compliance.delivery.models import Envelope
 from compliance.delivery.policy import ErrorType
 from compliance.observability import metrics
 from compliance.settings import Settings
+from compliance.store.breakers import BreakerStore
 from compliance.store.reports import ReportStore
 from compliance.store.schedule import ClaimState, ScheduleStore
 
@@ -95,12 +97,13 @@ class Sweeper:
     """Signals due webhooks and recovers lapsed leases; any number may run at once."""
 
     def __init__(self, *, settings: Settings, schedule: ScheduleStore, dispatcher: Dispatcher,
-                 reports: ReportStore | None = None,
+                 reports: ReportStore | None = None, breakers: BreakerStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._s = settings
         self._schedule = schedule
         self._dispatcher = dispatcher
         self._reports = reports
+        self._breakers = breakers
         self._clock = clock
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
@@ -109,6 +112,10 @@ class Sweeper:
         """One sweep; returns how many webhooks were signalled (and report tasks sent again)."""
         now = self._clock()
         total = self._sweep_reports(now)
+        if self._breakers is not None:
+            # Parked webhooks that no finished delivery let go (a race, or a dead worker's
+            # slots lapsing) are made due here.
+            self._breakers.sweep_parked(now=now)
         while True:
             swept = self._schedule.sweep(now=now, signal_until=now + self._s.delivery_signal_timeout,
                                          limit=self._s.delivery_sweep_batch)

@@ -32,6 +32,10 @@ WEBHOOK_RETRIES = Counter("webhook_retries_total", "Retries scheduled after a fa
 WEBHOOK_DEFERRALS = Counter(
     "webhook_deferrals_total", "Deliveries deferred because a circuit breaker was open."
 )
+WEBHOOK_PARKED = Counter(
+    "webhook_parked_total",
+    "Deliveries parked because their destination had its cap of requests in flight.",
+)
 WEBHOOK_DUPLICATES = Counter(
     "webhook_duplicate_deliveries_skipped_total",
     "Delivery signals dropped: the webhook was settled, not due yet, or held by another worker.",
@@ -101,6 +105,16 @@ class RedisStateCollector(Collector):
             yield GaugeMetricFamily(
                 "webhooks_leased", "Webhooks signalled or held by a worker (ready or in flight).",
                 value=float(schedule["leased"]))
+            yield GaugeMetricFamily(
+                "webhooks_parked", "Webhooks waiting for a slot of a destination at its cap.",
+                value=float(schedule.get("parked", 0)))
+        parked = GaugeMetricFamily(
+            "webhooks_parked_by_destination",
+            "Webhooks waiting for a slot, per destination (the most parked first, at most "
+            "metrics_max_breaker_series).", labels=["destination"])
+        for destination, count in dict(state.get("parked") or {}).items():  # type: ignore[call-overload]
+            parked.add_metric([destination], count)
+        yield parked
         breakers = GaugeMetricFamily(
             "circuit_breaker_state",
             "Circuit breaker state per destination that is not closed (1 half-open, 2 open), "

@@ -20,6 +20,13 @@ BREAKER_INDEX = "compliance:index:breakers"
 # Breakers not closed (score: when each last opened), so counts by state and the open ones are
 # read without walking every breaker.
 BREAKER_NOT_CLOSED_INDEX = "compliance:index:breakers:not_closed"
+# The fleet-wide cap on requests in flight per destination: one sorted set of slot holders per
+# destination (score: when the slot lapses), one of the webhooks parked until a slot frees
+# (score: when parked, so they leave in order), and the destinations with parked webhooks
+# (score: when the sweeper looks at them again, in case no slot release did).
+INFLIGHT_PREFIX = "compliance:inflight:"
+PARKED_PREFIX = "compliance:parked:"
+PARKED_INDEX = "compliance:index:parked"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
 REPORT_PREFIX = "compliance:report:"
 REPORT_RUNS_PREFIX = "compliance:report_runs:"
@@ -46,6 +53,16 @@ def dead_letter_key(webhook_id: str) -> str:
 def breaker_key(destination: str) -> str:
     """Hash holding one destination's circuit breaker."""
     return f"{BREAKER_PREFIX}{destination}"
+
+
+def inflight_key(destination: str) -> str:
+    """Sorted set of the webhooks holding one of a destination's in-flight slots."""
+    return f"{INFLIGHT_PREFIX}{destination}"
+
+
+def parked_key(destination: str) -> str:
+    """Sorted set of the webhooks waiting for one of a destination's slots."""
+    return f"{PARKED_PREFIX}{destination}"
 
 
 def report_key(report_id: str) -> str:

@@ -25,7 +25,8 @@ import redis
 
 from compliance.store import keys
 
-# claim(id, hash, status key, due, leased, mark, now, lease until) -> {state, env, runs}
+# claim(id, hash, status key, due, leased, mark (nil: taken from the due set, not signalled),
+#       now, lease until) -> {state, env, runs}
 _CLAIM_FN = """
 local function claim(id, h, sk, due_key, leased_key, mark_key, now, lease_until)
   local env = redis.call('HGET', h, 'env')
@@ -54,7 +55,7 @@ local function claim(id, h, sk, due_key, leased_key, mark_key, now, lease_until)
   end
   local runs = redis.call('HINCRBY', h, 'runs', 1)
   redis.call('HSET', h, 'held_until', lease_until)
-  local sent = redis.call('HGET', h, 'signalled_at')
+  local sent = mark_key and redis.call('HGET', h, 'signalled_at')
   if sent then
     local mark = redis.call('GET', mark_key)
     if (not mark) or tonumber(sent) > tonumber(mark) then
@@ -72,15 +73,29 @@ _CLAIM = _CLAIM_FN + """
 return claim(ARGV[1], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3])
 """
 
-# Pop up to ARGV[1] signals off the delivery queue and claim each, in one script: a signal is
-# never off the list without its webhook being leased (kombu's BRPOP has that gap; this has not).
-# A message without a ``webhook_id`` header (a task from before durable delivery, or not ours) is
-# pushed back to the far end for the Celery consumer.
+# Claim up to half of ARGV[1] webhooks that are due now straight from the due set (retries,
+# deferrals, webhooks a destination's free slot let go: no signal needed), then pop signals off
+# the delivery queue for the rest and claim each, in one script: a signal is never off the list
+# without its webhook being leased (kombu's BRPOP has that gap; this has not). A message without a
+# ``webhook_id`` header (a task from before durable delivery, or not ours) is pushed back to the
+# far end for the Celery consumer.
 # KEYS: queue list, due, leased, mark. ARGV: n, now, lease until, webhook prefix, status prefix.
 # Returns flat quadruples: state, webhook id, envelope (or ''), runs.
 _TAKE = _CLAIM_FN + """
 local out = {}
-local popped = redis.call('RPOP', KEYS[1], tonumber(ARGV[1]))
+local n = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, math.ceil(n / 2))
+for _, id in ipairs(due) do
+  local r = claim(id, ARGV[4] .. id, ARGV[5] .. id, KEYS[2], KEYS[3], nil, ARGV[2], ARGV[3])
+  table.insert(out, r[1])
+  table.insert(out, id)
+  table.insert(out, r[2])
+  table.insert(out, r[3])
+end
+if n - #due <= 0 then
+  return out
+end
+local popped = redis.call('RPOP', KEYS[1], n - #due)
 if not popped then
   return out
 end
@@ -237,7 +252,8 @@ class ScheduleStore:
 
     async def take(self, aclient: Any, *, count: int, now: float,
                    lease_until: float) -> list[tuple[str, Claim]]:
-        """Pop up to ``count`` signals and claim their webhooks (asyncio client, one round trip)."""
+        """Claim up to ``count`` webhooks, due ones first (up to half), then signalled ones
+        popped off the queue (asyncio client, one round trip)."""
         reply = await self._take_async(aclient)(
             keys=[self._queue_key, keys.DUE_INDEX, keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK],
             args=[count, repr(now), repr(lease_until), keys.WEBHOOK_PREFIX, keys.STATUS_PREFIX])

@@ -121,7 +121,7 @@ def test_expired_records_are_pruned_from_indexes(statuses, r):
     r.delete("webhook_status:wh_00001", "webhook_status:wh_00003")  # as if their TTL ran out
     page = statuses.page(limit=10)
     assert [i.webhook_id for i in page.items] == ["wh_00004", "wh_00002", "wh_00000"]
-    assert r.zcard(keys.STATUS_INDEX_ALL) == 3
+    assert sum(r.zcard(keys.status_index(s)) for s in Status) == 3
     assert r.zcard(keys.status_index(Status.PENDING)) == 3
 
 
@@ -233,3 +233,32 @@ def test_counted_page_stops_counting_at_the_scan_limit(dlq):
     dlq.count_scan_limit = 30
     exact = dlq.counted_page(DeadLetterFilter(error_type="timeout"), limit=3)
     assert (exact.total, exact.total_exact) == (30, True)
+
+
+def test_listing_every_status_merges_the_status_indexes_newest_first(statuses, r):
+    """A record is indexed under its status only; the unfiltered listing merges the four, and
+    its cursor walks them without a gap or a repeat, even where times are equal."""
+    now = time.time()
+    kinds = [Status.PENDING, Status.DELIVERED, Status.RETRYING, Status.FAILED]
+    for i in range(23):
+        statuses.put(record(i, kinds[i % 4], at=now - (i // 2)))  # pairs share a time
+    statuses.put(record(5, Status.DELIVERED, at=now + 10))  # moved: now newest, in one index
+    assert sum(r.zcard(keys.status_index(s)) for s in Status) == 23
+    seen, cursor = [], None
+    while True:
+        page = statuses.page(limit=4, cursor=cursor)
+        assert page.total == 23
+        seen += [(item.updated_at, item.webhook_id) for item in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == 23 and len(set(seen)) == 23
+    assert seen == sorted(seen, reverse=True)
+    assert seen[0][1] == "wh_00005"
+
+
+def test_a_stored_record_leaves_out_empty_fields_and_keeps_milliseconds(statuses, r):
+    statuses.put(record(1, at=1796171892.9591234))
+    raw = r.get("webhook_status:wh_00001")
+    assert "null" not in raw and '"updated_at":1796171892.959' in raw
+    assert statuses.get("wh_00001").last_error is None

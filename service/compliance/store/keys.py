@@ -2,9 +2,11 @@
 
 STATUS_PREFIX = "webhook_status:"
 DEAD_LETTER_PREFIX = "dead_letter:webhook:"
-# Sorted-set indexes (score: time of the last status change, epoch seconds).
-STATUS_INDEX_ALL = "compliance:index:statuses"
+# Sorted-set indexes, one per status (score: time of the last status change, epoch seconds); a
+# record is in its status's index only, and a listing of every status merges the four.
 STATUS_INDEX_BY = "compliance:index:statuses:"
+# The index of every status that releases before the per-destination cap kept; deleted on sight.
+LEGACY_STATUS_INDEX_ALL = "compliance:index:statuses"
 DEAD_LETTER_INDEX = "compliance:index:dead_letters"
 REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
 # Durable delivery: one hash per live webhook (envelope, lease, run count) that expires with its
@@ -40,9 +42,9 @@ def status_key(webhook_id: str) -> str:
     return f"{STATUS_PREFIX}{webhook_id}"
 
 
-def status_index(status: str | None) -> str:
-    """Index of all statuses, or of one status."""
-    return STATUS_INDEX_ALL if status is None else f"{STATUS_INDEX_BY}{status}"
+def status_index(status: str) -> str:
+    """Index of one status."""
+    return f"{STATUS_INDEX_BY}{status}"
 
 
 def dead_letter_key(webhook_id: str) -> str:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 
 class Status(StrEnum):
@@ -34,6 +34,11 @@ class WebhookStatus(BaseModel):
     created_at: float
     updated_at: float
     correlation_id: str | None = None
+
+    @field_serializer("created_at", "updated_at", "next_attempt_at")
+    def _millis(self, value: float | None) -> float | None:
+        """Times to the millisecond: the record is kept for every webhook, so bytes count."""
+        return None if value is None else round(value, 3)
 
 
 class Attempt(BaseModel):

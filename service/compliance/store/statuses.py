@@ -15,8 +15,9 @@ from compliance.settings import Settings
 from compliance.store import keys
 from compliance.store.records import Status, WebhookStatus
 
-# Writes the record with the TTL of its status and moves it between indexes, atomically.
-# KEYS: record, all-index, new-status index; ARGV: json, ttl, score, id, new status, prefix.
+# Writes the record with the TTL of its status and moves it from its old status's index to its
+# new one, atomically. Each record is in exactly one index (listing every status merges them).
+# KEYS: record, new-status index; ARGV: json, ttl, score, id, new status, prefix.
 _PUT = """
 local old = redis.call('GET', KEYS[1])
 if old then
@@ -27,7 +28,6 @@ if old then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
 return 1
 """
 
@@ -77,11 +77,11 @@ class StatusStore:
         self._put(
             keys=[
                 keys.status_key(record.webhook_id),
-                keys.STATUS_INDEX_ALL,
                 keys.status_index(record.status),
             ],
             args=[
-                record.model_dump_json(),
+                # Fields that are null are left out: a delivered record is half the size.
+                record.model_dump_json(exclude_none=True),
                 self._settings.ttl_for_status(record.status),
                 repr(record.updated_at),
                 record.webhook_id,
@@ -114,15 +114,17 @@ class StatusStore:
         """Drop index entries whose record has certainly expired (older than its status TTL)."""
         now = time.time() if now is None else now
         pipe = self._r.pipeline(transaction=False)
-        longest = max(self._settings.status_ttl_delivered, self._settings.status_ttl_open)
-        pipe.zremrangebyscore(keys.STATUS_INDEX_ALL, "-inf", f"({now - longest}")
+        # The index of every status that releases before this one kept (gone in the background).
+        pipe.unlink(keys.LEGACY_STATUS_INDEX_ALL)
         for status in Status:
             ttl = self._settings.ttl_for_status(status)
             pipe.zremrangebyscore(keys.status_index(status), "-inf", f"({now - ttl}")
-        return sum(int(n) for n in pipe.execute())
+        return sum(int(n) for n in pipe.execute()[1:])
 
     def count(self, status: Status | None = None) -> int:
         """Indexed records (after pruning, so nearly exact)."""
+        if status is None:
+            return sum(self.counts().values())
         return int(self._r.zcard(keys.status_index(status)))
 
     def counts(self) -> dict[str, int]:
@@ -136,7 +138,7 @@ class StatusStore:
         self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page:
         """Newest first (by last status change), filtered by status, cursor-paginated."""
-        index = keys.status_index(status)
+        indexes = [keys.status_index(s) for s in ([status] if status else list(Status))]
         self.prune()
         after = decode_cursor(cursor) if cursor else None
         items: list[WebhookStatus] = []
@@ -144,7 +146,7 @@ class StatusStore:
         exhausted = False
         while len(items) < limit and not exhausted:
             want = limit - len(items)
-            batch = self._range_after(index, last, want + 1)
+            batch = self._merged_after(indexes, last, want + 1)
             exhausted = len(batch) <= want
             batch = batch[:want]
             if not batch:
@@ -160,9 +162,20 @@ class StatusStore:
             if stale:
                 self._remove_from_indexes(stale)
         next_cursor = encode_cursor(*last) if last and not exhausted else None
-        if next_cursor and not self._range_after(index, last, 1):
+        if next_cursor and not self._merged_after(indexes, last, 1):
             next_cursor = None
-        return Page(items=items, next_cursor=next_cursor, total=int(self._r.zcard(index)))
+        total = self.count(status)
+        return Page(items=items, next_cursor=next_cursor, total=total)
+
+    def _merged_after(
+        self, indexes: list[str], after: tuple[float, str] | None, count: int
+    ) -> list[tuple[str, float]]:
+        """Up to ``count`` members of any of ``indexes`` strictly after ``after``, in (score
+        desc, member desc) order (a record is in one index at a time)."""
+        rows = [row for index in indexes for row in self._range_after(index, after, count)]
+        if len(indexes) > 1:
+            rows.sort(key=lambda row: (row[1], row[0]), reverse=True)
+        return rows[:count]
 
     def _range_after(
         self, index: str, after: tuple[float, str] | None, count: int
@@ -191,7 +204,6 @@ class StatusStore:
     def _remove_from_indexes(self, members: Iterable[str]) -> None:
         members = list(members)
         pipe = self._r.pipeline(transaction=False)
-        pipe.zrem(keys.STATUS_INDEX_ALL, *members)
         for status in Status:
             pipe.zrem(keys.status_index(status), *members)
         pipe.execute()
@@ -200,17 +212,18 @@ class StatusStore:
         self, *, status: Status | None, older_than_seconds: float, batch_size: int = 500
     ) -> int:
         """Delete matching records and index entries in small batches; returns records deleted."""
-        index = keys.status_index(status)
         cutoff = time.time() - older_than_seconds
         deleted = 0
-        while True:
-            members: list[str] = self._r.zrangebyscore(  # type: ignore[assignment]
-                index, "-inf", cutoff, start=0, num=batch_size)
-            if not members:
-                return deleted
-            pipe = self._r.pipeline(transaction=False)
-            for member in members:
-                pipe.delete(keys.status_key(member))
-            results = pipe.execute()
-            deleted += sum(int(n) for n in results)
-            self._remove_from_indexes(members)
+        for index in [keys.status_index(s) for s in ([status] if status else list(Status))]:
+            while True:
+                members: list[str] = self._r.zrangebyscore(  # type: ignore[assignment]
+                    index, "-inf", cutoff, start=0, num=batch_size)
+                if not members:
+                    break
+                pipe = self._r.pipeline(transaction=False)
+                for member in members:
+                    pipe.delete(keys.status_key(member))
+                results = pipe.execute()
+                deleted += sum(int(n) for n in results)
+                self._remove_from_indexes(members)
+        return deleted

@@ -51,14 +51,17 @@ def received(port: int) -> int:
     return stats(port)["count"]
 
 
-def start_receiver(latency_ms: float) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"), str(port), str(latency_ms)])
+def start_receiver(latency_ms: float,
+                   destinations: int = 1) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """The receiver, listening on ``destinations`` ports (the first also serves /stats)."""
+    ports = [free_port() for _ in range(destinations)]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"),
+                             ",".join(map(str, ports)), str(latency_ms)])
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            received(port)
-            return proc, port
+            received(ports[0])
+            return proc, ports
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("receiver did not start")
@@ -92,7 +95,7 @@ class Run:
     cpu_ms: float  # worker processes' CPU (user + system) per delivery
     redis_cpu_ms: float  # redis-server's CPU per delivery
     redis_cmds: float  # Redis commands per delivery (INFO commandstats, broker traffic included)
-    bytes_per: float  # Redis used_memory per delivered webhook once all are delivered
+    bytes_per: float  # Redis memory a delivered webhook holds until its status expires
 
 
 def _tree_cpu_seconds(pid: int) -> float:
@@ -121,6 +124,21 @@ def _redis_counters(client: Any) -> tuple[float, int, int]:
             int(client.info("memory")["used_memory"]))
 
 
+def _held_per_webhook(container: Container, n: int) -> float:
+    """What each delivered webhook keeps in Redis until its status expires: the memory freed by
+    deleting every per-webhook key (status record, index entry, anything left) once all are
+    delivered. (A before-and-after ``used_memory`` would also count hash tables that grew and
+    allocator slack that a deletion does not give back.)"""
+    r = container.redis
+    before = int(r.info("memory")["used_memory"])
+    for pattern in ("webhook_status:*", "compliance:webhook:*"):
+        batch = list(r.scan_iter(pattern, count=1000))
+        for i in range(0, len(batch), 1000):
+            r.delete(*batch[i:i + 1000])
+    r.delete(*[f"compliance:index:statuses:{s}" for s in Status])
+    return (before - int(r.info("memory")["used_memory"])) / n
+
+
 def settings_for(env: dict[str, str]) -> Settings:
     """Settings exactly as a worker started with ``env`` builds them."""
     saved = dict(os.environ)
@@ -132,12 +150,15 @@ def settings_for(env: dict[str, str]) -> Settings:
         os.environ.update(saved)
 
 
-def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, tmp: Path,
-             processes: int = 1, engine: str = "pump") -> Run:
+def run_ours(redis_url: str, ports: list[int], n: int, *, pool: str, concurrency: int,
+             tmp: Path, processes: int = 1, engine: str = "pump") -> Run:
     """Enqueue n webhooks (as the API does), run the worker(s), time until the receiver has all.
 
-    ``processes`` > 1 runs that many worker processes side by side, as replicas would.
+    The webhooks go round the receiver's ports (one destination each, under the default cap of
+    requests in flight per destination). ``processes`` > 1 runs that many worker processes side
+    by side, as replicas would.
     """
+    port = ports[0]
     env = {**os.environ, **BASE_ENV, "COMPLIANCE_REDIS_URL": redis_url,
            "COMPLIANCE_DELIVERY_ENGINE": engine, "COMPLIANCE_DELIVERY_CONCURRENCY": str(concurrency),
            "COMPLIANCE_REDIS_MAX_CONNECTIONS": str(max(200, concurrency + 16)),
@@ -146,11 +167,11 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
     settings = container.settings
     container.redis.flushall()
     submitter = container.submitter
-    _, _, memory_before = _redis_counters(container.redis)
     before = received(port)
     payload = {"report_id": "rpt_" + "0" * 32, "note": "x" * 140}  # about 200 bytes of JSON
-    for _ in range(n):
-        submitter.submit(Envelope(webhook_id=new_webhook_id(), url=f"http://127.0.0.1:{port}/hook",
+    for i in range(n):
+        submitter.submit(Envelope(webhook_id=new_webhook_id(),
+                                  url=f"http://127.0.0.1:{ports[i % len(ports)]}/hook",
                                   event="bench", payload=payload))
     kind = "deliveries" if pool == "threads" else "reports"
     queue_arg = [] if pool == "threads" else [f"--queues={settings.delivery_queue_name}"]
@@ -181,10 +202,10 @@ def run_ours(redis_url: str, port: int, n: int, *, pool: str, concurrency: int, 
         deadline = time.monotonic() + 30
         while container.statuses.count(Status.DELIVERED) < n and time.monotonic() < deadline:
             time.sleep(0.05)
-        redis_cpu, calls, memory = _redis_counters(container.redis)
+        redis_cpu, calls, _ = _redis_counters(container.redis)
         return Run(rate=counted / elapsed, in_flight=sum(overlap) / max(len(overlap), 1),
                    cpu_ms=cpu * 1000 / counted, redis_cpu_ms=(redis_cpu - redis_cpu_start) * 1000 / counted,
-                   redis_cmds=(calls - calls_start) / counted, bytes_per=(memory - memory_before) / n)
+                   redis_cmds=(calls - calls_start) / counted, bytes_per=_held_per_webhook(container, n))
     finally:
         for worker in workers:
             worker.terminate()
@@ -198,23 +219,26 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="webhooks per scenario at 200 ms")
     parser.add_argument("--in-flight", type=int, default=512)
     parser.add_argument("--latencies", default="0,200", help="receiver latencies, ms")
+    parser.add_argument("--destinations", type=int, default=16,
+                        help="receiver ports, each a destination with its own cap")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="compliance-bench-"))
     redis = LocalRedis(data_dir=tmp / "redis").start()
     rows = []
     try:
         for latency in (float(x) for x in args.latencies.split(",")):
-            receiver, port = start_receiver(latency)
+            receiver, ports = start_receiver(latency, args.destinations)
             try:
                 n = args.n if latency else args.n * 2
-                raw = asyncio.run(raw_loop(port, n, args.in_flight))
-                ours = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight, tmp=tmp)
-                two = run_ours(redis.url, port, n, pool="threads", concurrency=args.in_flight // 2,
+                raw = asyncio.run(raw_loop(ports[0], n, args.in_flight))
+                ours = run_ours(redis.url, ports, n, pool="threads", concurrency=args.in_flight,
+                                tmp=tmp)
+                two = run_ours(redis.url, ports, n, pool="threads", concurrency=args.in_flight // 2,
                                tmp=tmp, processes=2)
-                threads = run_ours(redis.url, port, min(n, 1000), pool="threads", concurrency=64,
+                threads = run_ours(redis.url, ports, min(n, 1000), pool="threads", concurrency=64,
                                    tmp=tmp, engine="threads")
                 seed_n = min(n, 200) if latency else min(n, 1000)
-                seed = run_ours(redis.url, port, seed_n, pool="prefork", concurrency=4, tmp=tmp,
+                seed = run_ours(redis.url, ports, seed_n, pool="prefork", concurrency=4, tmp=tmp,
                                 engine="threads")
                 rows.append((latency, n, raw, ours, two, threads, seed))
             finally:

@@ -1,6 +1,8 @@
 """A loopback webhook receiver for benchmarks: aiohttp, fixed latency, counts requests.
 
-``POST /mode?status=503`` switches the answer (a storm), ``GET /stats`` tells what it saw: requests
+Usage: ``receiver.py PORT[,PORT...] LATENCY_MS``. Each port is a destination of its own (the
+per-destination cap counts scheme, host and port); the counters cover them all. ``POST
+/mode?status=503`` switches the answer (a storm), ``GET /stats`` tells what it saw: requests
 answered, answered 2xx, in flight now, and the most in flight at once.
 """
 
@@ -12,7 +14,7 @@ import sys
 from aiohttp import web
 
 
-def main(port: int, latency_ms: float) -> None:
+def main(ports: list[int], latency_ms: float) -> None:
     count = 0
     ok = 0
     in_flight = 0  # requests being answered right now: how many deliveries the sender overlaps
@@ -46,8 +48,15 @@ def main(port: int, latency_ms: float) -> None:
     app.router.add_post("/hook", hook)
     app.router.add_get("/stats", stats)
     app.router.add_post("/mode", mode)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=4096)
+    async def serve() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        for port in ports:
+            await web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), float(sys.argv[2]))
+    main([int(p) for p in sys.argv[1].split(",")], float(sys.argv[2]))

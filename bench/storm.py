@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="compliance-storm-"))
     redis = LocalRedis(data_dir=tmp / "redis").start()
-    receiver, port = start_receiver(0)
+    receiver, (port,) = start_receiver(0)
     env = {**os.environ, **BASE_ENV, **STORM_ENV, "COMPLIANCE_REDIS_URL": redis.url,
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     container = Container(settings_for(env))
@@ -75,9 +75,11 @@ def main() -> None:
         ready = container.queue_lengths()[settings.delivery_queue_name]
         memory = int(container.redis.info("memory")["used_memory"])
         hits = stats(port)["count"]
+        parked = sum(container.breakers.parked().values())
         print(f"storm: {args.n} webhooks accepted at {accept_rate:.0f}/s; after {args.storm_seconds:.0f} s "
               f"of 503: destination hit {hits} times, backlog ready {ready}, scheduled "
-              f"{counts.scheduled} (due now {counts.due_now}), leased {counts.leased}; worker RSS "
+              f"{counts.scheduled} (due now {counts.due_now}), leased {counts.leased}, parked {parked}; "
+              f"worker RSS "
               f"peak {peak_rss:.0f} MB; Redis used_memory {memory / 1e6:.1f} MB "
               f"({memory / args.n:.0f} B per webhook)")
         httpx.post(f"http://127.0.0.1:{port}/mode?status=200")
@@ -92,7 +94,8 @@ def main() -> None:
         failed = container.statuses.count(Status.FAILED)
         print(f"recovery: all {args.n} delivered {drain:.1f} s after the destination answered 200 "
               f"({args.n / drain:.0f}/s); dead-lettered {failed}; most requests at once at the "
-              f"destination {seen['peak']}; worker RSS peak {peak_rss:.0f} MB")
+              f"destination {seen['peak']} (cap {settings.destination_max_in_flight}); worker RSS "
+              f"peak {peak_rss:.0f} MB")
     finally:
         worker.terminate()
         worker.wait(60)

@@ -65,6 +65,9 @@ class Pump:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._room: asyncio.Event | None = None
+        # Set by each commit: its slot releases may have made parked webhooks due, so an idle
+        # engine looks again at once rather than after its back-off.
+        self._work: asyncio.Event | None = None
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
@@ -83,6 +86,7 @@ class Pump:
         """Take batches until stopped, then drain and commit what is in flight."""
         self._redis = self._redis_factory()
         self._room = asyncio.Event()
+        self._work = asyncio.Event()
         idle = 0.005
         failures = 0
         try:
@@ -108,7 +112,9 @@ class Pump:
                 if taken:
                     idle = 0.005
                 else:
-                    await asyncio.sleep(idle)
+                    self._work.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work.wait(), timeout=idle)
                     idle = min(idle * 2, 0.1)
             if self._in_flight:
                 await asyncio.wait(self._in_flight)
@@ -282,3 +288,5 @@ class Pump:
                 future.set_result(None)
             else:
                 future.set_exception(error)
+        if self._work is not None:
+            self._work.set()

@@ -61,14 +61,16 @@ def test_the_engine_refuses_a_forbidden_address_at_delivery_time(settings, start
 def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
         settings, receiver, start_worker, r):
     """2,000 webhooks to a destination answering 503: the breaker shields it, the backlog waits
-    as due times in Redis (no countdown message in any worker), and all are delivered once."""
+    as due times in Redis (no countdown message in any worker), and all are delivered once, the
+    destination never seeing more than its cap at once (64 could go)."""
     receiver.default = Reply(503)
     container = Container(settings)
     ids = [f"wh_storm_{i}" for i in range(2000)]
     for webhook_id in ids:
         container.submitter.submit(Envelope(webhook_id=webhook_id, event="storm", payload={},
                                             url=receiver.url()))
-    start_worker(kind="deliveries", concurrency=64, name="stormy")
+    start_worker(kind="deliveries", concurrency=64, name="stormy",
+                 extra_env={"COMPLIANCE_DESTINATION_MAX_IN_FLIGHT": "10"})
     wait_until(lambda: r.zcard("compliance:schedule:due") >= 1500, timeout=60,
                message="the backlog never waited in the schedule")
     assert r.hlen("compliance-unacked") <= 1  # at most the Celery thread's one message
@@ -79,4 +81,5 @@ def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
                interval=0.5, message="the storm's backlog did not drain after recovery")
     ok = collections.Counter(q.headers["webhook-id"] for q in receiver.received())
     assert set(ids) <= set(ok)
+    assert receiver.peak_in_flight <= 10
     container.close()

@@ -153,7 +153,7 @@ def observe(ctx: Context, spec: AutoscalerSpec) -> Observed | Blocked:
                        current)
     try:
         snapshot = metrics_source.read_snapshot(
-            ctx.redis.get(url), prefix=spec.key_prefix, queue=spec.queue, sample_size=spec.sample_size,
+            ctx.redis.get(url), prefix=spec.key_prefix, queue=spec.queue,
             sample_backlog=spec.policy.breaker_enabled, reset_timeout=ctx.settings.breaker_reset_timeout,
             active_window=ctx.settings.breaker_active_window_seconds, now=now)
     except redis.RedisError as exc:
@@ -175,7 +175,7 @@ def decide(spec: AutoscalerSpec, seen: Observed | Blocked, state: AutoscalerStat
     snap, current = seen.snapshot, seen.current
     status.update(queueLength=snap.queue_length, inFlight=snap.in_flight, openBreakers=snap.open_breakers,
                   knownBreakers=snap.known_breakers, openBacklogShare=snap.open_backlog_share,
-                  scheduled=snap.scheduled, scheduledDue=snap.scheduled_due)
+                  scheduled=snap.scheduled, scheduledDue=snap.scheduled_due, parked=snap.parked)
     since = seen.now if state.since is None else state.since
     decision = policy.decide(spec.policy, policy.Observation(
         now=seen.now, current_replicas=current, queue_length=snap.queue_length, in_flight=snap.in_flight,

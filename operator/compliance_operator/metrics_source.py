@@ -6,16 +6,12 @@ agree on what "queued", "in flight" and "open" mean.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
-from compliance.delivery.ssrf import UnsafeURLError, parse_target
 from compliance.settings import Settings
 from compliance.store import broker
 from compliance.store.breakers import BreakerStore
@@ -32,9 +28,11 @@ class Snapshot:
     open_breakers: int
     known_breakers: int
     open_backlog_share: float | None
-    # Webhooks waiting in the schedule (retries and breaker deferrals), and those already due.
+    # Webhooks waiting in the schedule (retries), those already due, and those parked with their
+    # destination (an open breaker, or the destination's cap).
     scheduled: int = 0
     scheduled_due: int = 0
+    parked: int = 0
 
 
 class RedisClients:
@@ -69,10 +67,11 @@ DELIVERY_QUEUE = str(Settings.model_fields["delivery_queue_name"].default)
 
 
 def read_snapshot(
-    client: redis.Redis, *, prefix: str, queue: str, sample_size: int, sample_backlog: bool,
+    client: redis.Redis, *, prefix: str, queue: str, sample_backlog: bool,
     reset_timeout: float, active_window: float, now: float | None = None,
 ) -> Snapshot:
-    """Queue length, unacked count for ``queue``, breaker counts and the open-backlog share."""
+    """Queue length, unacked count for ``queue``, breaker counts and the open-backlog share
+    (exact: webhooks parked with open destinations against everything waiting)."""
     now = time.time() if now is None else now
     queued = broker.queue_length(client, prefix=prefix, queue=queue)
     in_flight = broker.in_flight(client, prefix=prefix)[queue]
@@ -83,61 +82,16 @@ def read_snapshot(
         counts = ScheduleStore(client, queue_key=f"{prefix}{queue}").counts(now)
         in_flight = max(in_flight, counts.leased - queued)
         scheduled, scheduled_due = counts.scheduled, counts.due_now
-    states = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0).all(now)
+    breakers = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0)
+    states = breakers.all(now)
     open_count, known, open_names = policy.breaker_counts(states, now=now, active_window=active_window)
+    parked = breakers.parked() if queue == DELIVERY_QUEUE else {}
     share = None
     if sample_backlog and open_names:
-        share = policy.backlog_share(
-            sample_destinations(client, prefix=prefix, queue=queue, limit=sample_size), open_names)
+        share = policy.backlog_share(parked, open_names, ready=queued)
     return Snapshot(queue_length=queued, in_flight=in_flight, open_breakers=open_count,
                     known_breakers=known, open_backlog_share=share, scheduled=scheduled,
-                    scheduled_due=scheduled_due)
-
-
-def sample_destinations(client: redis.Redis, *, prefix: str, queue: str, limit: int) -> list[str]:
-    """Breaker names (scheme://host:port) of up to ``limit`` webhooks the workers face next.
-
-    Scheduled webhooks come first: deliveries deferred by an open breaker wait in the schedule's
-    due set and are exactly the backlog more workers cannot help. Then the head of the list
-    (kombu LPUSHes and BRPOPs, so the next signals sit at the right end). A signal carries only
-    the webhook id; the URL is read from the webhook's record.
-    """
-    schedule = ScheduleStore(client, queue_key=f"{prefix}{queue}")
-    ids = schedule.due_ids(limit)
-    remaining = limit - len(ids)
-    if remaining > 0:
-        raws: list[str] = client.lrange(f"{prefix}{queue}", -remaining, -1)  # type: ignore[assignment]
-        ids += [i for i in (message_webhook_id(raw) for raw in raws) if i]
-    out: list[str] = []
-    for envelope in schedule.envelopes(ids):
-        dest = envelope_destination(envelope)
-        if dest:
-            out.append(dest)
-    return out
-
-
-def message_webhook_id(message: str | dict[str, Any]) -> str | None:
-    """The webhook id a kombu delivery signal names, or None (not a delivery signal)."""
-    try:
-        payload = json.loads(message) if isinstance(message, str) else message
-        body = payload["body"]
-        if payload.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        arg = json.loads(body)[0][0]
-        return arg if isinstance(arg, str) else None
-    except (ValueError, TypeError, KeyError, IndexError):
-        return None
-
-
-def envelope_destination(envelope: str | None) -> str | None:
-    """The breaker name of a stored envelope's URL, or None."""
-    if not envelope:
-        return None
-    try:
-        url = json.loads(envelope)["url"]
-        return parse_target(str(url), https_only=False, allowed_ports=()).origin
-    except (ValueError, TypeError, KeyError, UnsafeURLError):
-        return None
+                    scheduled_due=scheduled_due, parked=sum(parked.values()))
 
 
 def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int] | None:

@@ -102,7 +102,7 @@ def breaker_hold(policy: ScalePolicy, obs: Observation) -> str | None:
                     f"({share:.0%} >= {policy.open_share_threshold:.0%})")
     backlog = obs.open_backlog_share
     if backlog is not None and backlog > 0 and backlog >= policy.backlog_share_threshold:
-        return (f"{backlog:.0%} of the sampled backlog targets destinations with open breakers "
+        return (f"{backlog:.0%} of the waiting backlog targets destinations with open breakers "
                 f"(>= {policy.backlog_share_threshold:.0%})")
     return None
 
@@ -190,11 +190,14 @@ def breaker_counts(
     return len(open_names), known, open_names
 
 
-def backlog_share(destinations: Sequence[str], open_destinations: set[str]) -> float | None:
-    """Share of sampled messages addressed to open destinations (None when nothing was sampled)."""
-    if not destinations:
+def backlog_share(parked: Mapping[str, int], open_destinations: set[str], *,
+                  ready: int) -> float | None:
+    """Share of the waiting backlog (``ready`` signals plus webhooks ``parked`` per destination)
+    that is parked with open destinations (None when nothing waits)."""
+    total = ready + sum(parked.values())
+    if total <= 0:
         return None
-    return sum(1 for d in destinations if d in open_destinations) / len(destinations)
+    return sum(n for d, n in parked.items() if d in open_destinations) / total
 
 
 def deletion_costs(pods: Mapping[str, str | None], held: Mapping[str, int] | None) -> dict[str, int]:

@@ -34,7 +34,7 @@ class AutoscalerSpec:
     secret_key: str = DEFAULT_REDIS_URL_KEY
     key_prefix: str = DEFAULT_KEY_PREFIX
     polling_interval: float = DEFAULT_POLLING_INTERVAL_SECONDS
-    sample_size: int = DEFAULT_SAMPLE_SIZE
+    sample_size: int = DEFAULT_SAMPLE_SIZE  # no longer used: the backlog share is counted exactly
     paused: bool = False
     body: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)  # events' target
 

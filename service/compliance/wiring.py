@@ -79,7 +79,8 @@ class Container:
                            lease=probe_lease,
                            reserve=max(10.0, 5 * s.delivery_sweep_interval),
                            parked_ttl=s.status_ttl_open,
-                           recheck=s.delivery_sweep_interval)
+                           recheck=s.delivery_sweep_interval,
+                           max_wait=s.breaker_max_deferral_seconds)
         return BreakerStore(self.redis, threshold=s.breaker_failure_threshold,
                             reset_timeout=s.breaker_reset_timeout, probe_lease=probe_lease,
                             idle_ttl=s.breaker_idle_ttl, slots=slots)

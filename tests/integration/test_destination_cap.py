@@ -141,3 +141,42 @@ def test_two_workers_never_send_one_destination_more_than_its_cap(env, receiver,
     assert not r.exists(keys.parked_key(destination))
     assert container.breakers.parked() == {}
     container.close()
+
+
+def test_a_webhook_parked_too_long_behind_an_open_breaker_is_dead_lettered(env, r):
+    """While the breaker stays open, parked webhooks are not looked at; once one has waited
+    the longest deferral allowed, the sweeper makes it due and its worker dead-letters it."""
+    settings = settings_from_env({**env, "COMPLIANCE_BREAKER_FAILURE_THRESHOLD": "1",
+                                  "COMPLIANCE_BREAKER_RESET_TIMEOUT": "600",
+                                  "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "3000",
+                                  "COMPLIANCE_BREAKER_MAX_DEFERRAL_SECONDS": "700"})
+    clock = [time.time()]
+    container = Container(settings, clock=lambda: clock[0])
+    start = clock[0]
+    _submit(container, "waits")
+    container.breakers.record(ORIGIN, BreakerResult.FAILURE, was_probe=False, now=start)
+
+    def attempt() -> str:
+        claim = container.schedule.claim("waits", now=clock[0], lease_until=clock[0] + 60)
+        assert claim.state.value == "claimed", claim
+        return container.deliverer.attempt(Envelope.model_validate_json(claim.envelope or "")).value
+
+    assert attempt() == "deferred"
+    assert r.zrange(keys.parked_key(ORIGIN), 0, -1) == ["waits"]
+    status = container.statuses.get("waits")
+    assert status is not None and status.last_error_type == "circuit_open"
+    assert status.attempts == 0
+    # inside the allowance nothing moves, however often the sweeper looks
+    assert container.breakers.sweep_parked(now=start + 300) == 0
+    assert container.breakers.sweep_parked(now=start + 701) == 1
+    assert r.zscore(keys.DUE_INDEX, "waits") is not None
+    # taken again while the breaker is still open (reopened by a failed probe, say)
+    container.breakers.record(ORIGIN, BreakerResult.FAILURE, was_probe=False, now=start + 650)
+    r.hset(keys.breaker_key(ORIGIN), mapping={"state": "open", "opened_at": start + 650})
+    clock[0] = start + 702
+    assert attempt() == "dead_lettered"
+    final = container.statuses.get("waits")
+    assert final is not None and final.status == Status.FAILED
+    entry = container.dead_letters.get("waits")
+    assert entry is not None and entry.error_type == "circuit_open"
+    container.close()

@@ -61,8 +61,9 @@ def test_the_engine_refuses_a_forbidden_address_at_delivery_time(settings, start
 def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
         settings, receiver, start_worker, r):
     """2,000 webhooks to a destination answering 503: the breaker shields it, the backlog waits
-    as due times in Redis (no countdown message in any worker), and all are delivered once, the
-    destination never seeing more than its cap at once (64 could go)."""
+    parked with its destination in Redis (no countdown message in any worker, nothing looked at
+    again until the breaker lets requests by), and all are delivered once, the destination never
+    seeing more than its cap at once (64 could go)."""
     receiver.default = Reply(503)
     container = Container(settings)
     ids = [f"wh_storm_{i}" for i in range(2000)]
@@ -71,9 +72,19 @@ def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
                                             url=receiver.url()))
     start_worker(kind="deliveries", concurrency=64, name="stormy",
                  extra_env={"COMPLIANCE_DESTINATION_MAX_IN_FLIGHT": "10"})
-    wait_until(lambda: r.zcard("compliance:schedule:due") >= 1500, timeout=60,
-               message="the backlog never waited in the schedule")
+    parked = f"compliance:parked:http://127.0.0.1:{receiver.port}"
+    wait_until(lambda: r.zcard(parked) >= 1500, timeout=60,
+               message="the backlog never waited, parked with its destination")
+    # counted exactly per destination, as /metrics shows it
+    assert container.breakers.parked()[f"http://127.0.0.1:{receiver.port}"] == r.zcard(parked)
     assert r.hlen("compliance-unacked") <= 1  # at most the Celery thread's one message
+    # the parked backlog is not looked at again while the breaker stays open: over two more
+    # probe windows the destination sees the probes and nothing else
+    breaker = f"compliance:breaker:http://127.0.0.1:{receiver.port}"
+    opened = int(r.hget(breaker, "times_opened"))
+    before = len(receiver.received())
+    wait_until(lambda: int(r.hget(breaker, "times_opened")) >= opened + 2, timeout=30)
+    assert len(receiver.received()) - before <= 2
     shielded = len(receiver.received())
     assert shielded < 400, f"the open breaker let {shielded} requests through"
     receiver.default = Reply(200)

@@ -138,11 +138,21 @@ async def test_open_breakers_hold_scale_up(cluster: Api, services: Container, r:
     breakers.record("https://healthy.example.com:443", "success", was_probe=False)
     for _ in range(2):
         breakers.record("https://hooks.example.com:443", "failure", was_probe=False)
-    publish(services, 40)  # all for the open destination
+    # 40 signals ready for the healthy destination; 120 webhooks parked with the open one, as
+    # workers leave them (counted exactly: waiting 160, of which 120 for an open destination)
+    publish(services, 40, url="https://healthy.example.com/in")
+    now = time.time()
+    for i in range(120):
+        env = Envelope(webhook_id=f"wh_parked_{i}", url="https://hooks.example.com/in",
+                       event="e", payload={})
+        services.ledger.accept(env, now)
+        services.ledger.park(env, now, destination="https://hooks.example.com:443",
+                             until=now + 600, error=("circuit_open", "open"))
     await api.create("workerautoscalers", autoscaler())
     async with running_operator():
         st = await eventually(lambda: _reason_is(api, "BreakerHold"))
-        assert st["openBreakers"] == 1 and st["openBacklogShare"] == 1.0
+        assert st["openBreakers"] == 1 and st["openBacklogShare"] == 0.75
+        assert st["parked"] == 120 and st["queueLength"] == 40
         assert st["desiredReplicas"] == 1 and await api.replicas(TARGET) == 1
         assert await eventually(lambda: _events(api, "BreakerHold", 1))
         # the hold is the only thing stopping it: close the breaker and it scales

@@ -127,8 +127,10 @@ def test_breaker_counts_ignore_stale_closed_destinations() -> None:
 
 
 def test_backlog_share() -> None:
-    assert backlog_share([], {"x"}) is None
-    assert backlog_share(["x", "x", "y", "x"], {"x"}) == 0.75
+    assert backlog_share({}, {"x"}, ready=0) is None
+    assert backlog_share({"x": 3, "y": 1}, {"x"}, ready=0) == 0.75
+    assert backlog_share({"x": 3}, {"x"}, ready=1) == 0.75  # ready signals count as waiting
+    assert backlog_share({"y": 4}, {"x"}, ready=0) == 0.0
 
 
 def test_deletion_costs_mark_busy_pods_and_skip_unchanged() -> None:

@@ -34,7 +34,7 @@ class AttemptOutcome(StrEnum):
 
     DELIVERED = "delivered"
     RETRY = "retry"  # due again after a backoff
-    DEFERRED = "deferred"  # the destination's breaker is open: due again when it may half-open
+    DEFERRED = "deferred"  # the destination's breaker is open: parked until it lets requests by
     PARKED = "parked"  # the destination is at its cap: waits for a slot (not an attempt)
     DEAD_LETTERED = "dead_lettered"
 
@@ -151,7 +151,10 @@ class Deliverer:
             error_type=(outcome.error_type or "none"),
             message=result.message, duration_seconds=round(result.duration_seconds, 4),
         )
-        env = env.model_copy(update={"attempts": env.attempts + 1, "history": [*env.history, attempt]})
+        deferred = env.deferred_seconds + (now - env.deferred_since
+                                           if env.deferred_since is not None else 0.0)
+        env = env.model_copy(update={"attempts": env.attempts + 1, "history": [*env.history, attempt],
+                                     "deferred_seconds": deferred, "deferred_since": None})
         delay = policy.retry_delay(
             retry_number=env.attempts,
             status_code=result.status_code,
@@ -186,23 +189,25 @@ class Deliverer:
                                  status_code=result.status_code, pipe=pipe)
 
     def defer(self, env: Envelope, origin: str, wait: float, pipe: Any = None) -> AttemptOutcome:
-        """The breaker is open: due again when it may half-open (not an attempt)."""
+        """The breaker is open: park the webhook with its destination until the breaker lets
+        requests through again (not an attempt), or dead-letter it once it has waited too long."""
+        now = self._clock()
+        since = env.deferred_since if env.deferred_since is not None else now
         delay = policy.deferral_delay(
             open_remaining=wait, jitter_cap=max(1.0, self._s.breaker_reset_timeout / 10),
             rng=self._rng,
         )
-        if env.deferred_seconds + delay > self._s.breaker_max_deferral_seconds:
+        # Deferred so far (this time and before earlier attempts), and until the next probe.
+        waited = env.deferred_seconds + (now - since)
+        if waited + delay > self._s.breaker_max_deferral_seconds:
             return self._dead_letter(
                 env, ErrorType.CIRCUIT_OPEN,
-                f"circuit breaker for {origin} stayed open for {env.deferred_seconds:.0f} s", {},
-                pipe=pipe,
+                f"circuit breaker for {origin} stayed open for {waited:.0f} s", {}, pipe=pipe,
             )
         metrics.WEBHOOK_DEFERRALS.inc()
-        env = env.model_copy(update={"deferred_seconds": env.deferred_seconds + delay})
-        now = self._clock()
-        self._ledger.reschedule(env, now, due_at=now + delay,
-                                error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"),
-                                pipe=pipe)
+        env = env.model_copy(update={"deferred_since": since})
+        self._ledger.park(env, now, destination=origin, until=now + delay,
+                          error=(ErrorType.CIRCUIT_OPEN, f"circuit open for {origin}"), pipe=pipe)
         return AttemptOutcome.DEFERRED
 
     @staticmethod

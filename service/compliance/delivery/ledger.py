@@ -64,6 +64,19 @@ class Ledger:
         if pipe is None:
             own.execute()
 
+    def park(self, env: Envelope, now: float, *, destination: str, until: float,
+             error: tuple[str, str], pipe: Any = None) -> None:
+        """``retrying``, parked until ``destination`` takes requests again (about ``until``)."""
+        own = self._r.pipeline(transaction=True) if pipe is None else pipe
+        self._statuses.put(status_record(env, Status.RETRYING, now, error=error, next_at=until),
+                           own)
+        # The sweeper looks by the time it may have waited too long (then it is made due again).
+        look_at = min(until, now + self._s.breaker_max_deferral_seconds)
+        self._schedule.park(own, env.webhook_id, env.model_dump_json(), destination=destination,
+                            ttl=self._s.status_ttl_open, now=now, look_at=look_at)
+        if pipe is None:
+            own.execute()
+
     def dead_letter(self, env: Envelope, now: float, *, error_type: str, message: str,
                     headers: dict[str, str], status_code: int | None = None,
                     pipe: Any = None) -> DeadLetter:

@@ -21,7 +21,10 @@ class Envelope(BaseModel):
     report_id: str | None = None
     created_at: float = Field(default_factory=time.time)
     attempts: int = 0
+    # Seconds spent deferred by open breakers before the last attempt, and since when it has
+    # been deferred now (None while it is not).
     deferred_seconds: float = 0.0
+    deferred_since: float | None = None
     history: list[Attempt] = Field(default_factory=list)
     replay_count: int = 0
 

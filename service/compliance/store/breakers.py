@@ -226,11 +226,14 @@ end
 return 1
 """
 
-# The safety net for parked webhooks: destinations whose look-again time is up get the releases
-# they would have had from finishing deliveries, and, while the breaker is open past its reset
-# timeout (or half-open with a lapsed probe), one webhook to carry the probe.
+# The sweeper's pass over parked webhooks: destinations whose look-again time is up get the
+# releases they would have had from finishing deliveries, and, while the breaker is open past its
+# reset timeout (or half-open with a lapsed probe), one webhook to carry the probe. Webhooks
+# parked since before the cutoff are made due whatever the state: one whose breaker is still
+# open is then dead-lettered by its worker (it waited too long), one waiting for a slot parks
+# again at the back.
 # KEYS: parked index, due. ARGV: now, most destinations, cap, ramp, reserve until, look again at,
-# reset timeout, breaker prefix, slots prefix, parked prefix.
+# reset timeout, breaker prefix, slots prefix, parked prefix, cutoff.
 # Returns how many webhooks were made due.
 _SWEEP_PARKED = _SLOTS_FN + """
 local now = tonumber(ARGV[1])
@@ -238,6 +241,12 @@ local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 
 local moved = 0
 for _, name in ipairs(names) do
   local parked = ARGV[10] .. name
+  local overdue = redis.call('ZRANGEBYSCORE', parked, '-inf', '(' .. ARGV[11], 'LIMIT', 0, 100)
+  for _, id in ipairs(overdue) do
+    redis.call('ZREM', parked, id)
+    redis.call('ZADD', KEYS[2], now, id)
+    moved = moved + 1
+  end
   if redis.call('EXISTS', parked) == 0 then
     redis.call('ZREM', KEYS[1], name)
   else
@@ -289,6 +298,7 @@ class SlotPolicy:
     reserve: float = 10.0
     parked_ttl: int = 604_800
     recheck: float = 1.0
+    max_wait: float = 3600.0
 
 
 class BreakerStore:
@@ -351,14 +361,15 @@ class BreakerStore:
             client=pipe)
 
     def sweep_parked(self, *, now: float | None = None, limit: int = 100) -> int:
-        """Make due the parked webhooks that slot releases missed; returns how many."""
+        """Make due the parked webhooks that slot releases missed, a probe's carrier where a
+        breaker may half-open, and those parked too long; returns how many."""
         now = time.time() if now is None else now
         return int(self._sweep_parked(
             keys=[keys.PARKED_INDEX, keys.DUE_INDEX],
             args=[repr(now), limit, self.slots.cap, self.slots.ramp_seconds,
                   repr(now + self.slots.reserve), repr(now + self.slots.recheck),
                   self.reset_timeout, keys.BREAKER_PREFIX, keys.INFLIGHT_PREFIX,
-                  keys.PARKED_PREFIX]))
+                  keys.PARKED_PREFIX, repr(now - self.slots.max_wait)]))
 
     def parked(self, limit: int = 1000) -> dict[str, int]:
         """Webhooks parked per destination (those with any; at most ``limit`` destinations)."""

@@ -1,10 +1,12 @@
 """Durable delivery state: the envelope of every live webhook, its lease, and when it is due.
 
 The record in Redis is the truth and a queue message only a signal that a webhook is due. A
-webhook that is not settled is in exactly one of two sorted sets:
+webhook that is not settled is in exactly one of three sorted sets:
 
-- ``due`` (score: when to try next): a retry's backoff or a breaker's deferral;
-- ``leased`` (score: when the lease lapses): a signal is on the queue, or a worker holds it.
+- ``due`` (score: when to try next): a retry's backoff;
+- ``leased`` (score: when the lease lapses): a signal is on the queue, or a worker holds it;
+- ``parked`` of its destination (score: when it was parked): the destination's breaker is open,
+  or it is at its cap of requests in flight (``store.breakers`` lets parked webhooks go).
 
 The sweeper moves due webhooks to ``leased`` and signals them, and signals again every webhook
 whose lease lapsed (its message was lost, or its worker died). A worker takes a webhook with
@@ -232,6 +234,21 @@ class ScheduleStore:
         pipe.expire(key, ttl)
         pipe.zrem(keys.LEASE_INDEX, webhook_id)
         pipe.zadd(keys.DUE_INDEX, {webhook_id: due_at})
+
+    def park(self, pipe: Any, webhook_id: str, envelope: str, *, destination: str, ttl: int,
+             now: float, look_at: float) -> None:
+        """Release the lease and wait, in order, for ``destination`` to take requests again
+        (its breaker is open); the sweeper looks at the destination at ``look_at``."""
+        key = keys.webhook_key(webhook_id)
+        parked = keys.parked_key(destination)
+        pipe.hset(key, "env", envelope)
+        pipe.hdel(key, "held_until", "runs")
+        pipe.expire(key, ttl)
+        pipe.zrem(keys.LEASE_INDEX, webhook_id)
+        pipe.zrem(keys.DUE_INDEX, webhook_id)
+        pipe.zadd(parked, {webhook_id: now}, nx=True)
+        pipe.expire(parked, ttl)
+        pipe.zadd(keys.PARKED_INDEX, {destination: look_at}, lt=True)
 
     def finish(self, pipe: Any, webhook_id: str) -> None:
         """The webhook is settled (delivered or dead-lettered): nothing of it stays here."""

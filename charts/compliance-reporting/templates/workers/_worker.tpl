@@ -189,7 +189,6 @@ spec:
     enabled: {{ eq .kind "deliveries" }}
     openShareThreshold: {{ $root.Values.autoscaler.breakerOpenShareThreshold }}
     backlogShareThreshold: 0.5
-    sampleSize: 200
   paused: false
 {{- end }}
 {{- end -}}

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import redis
+import redis.sentinel
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from redis.exceptions import ResponseError
@@ -79,16 +80,17 @@ class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
     """
 
     QoS = QoS
-    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options, "sentinels")
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options,  # type: ignore[assignment]
+                              "sentinels")
     sentinels: list[list[Any]] | None = None
 
     def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
         if not self.sentinels:
-            return super()._sentinel_managed_pool(asynchronous)
-        params = self._connparams(asynchronous)
+            return super()._sentinel_managed_pool(asynchronous)  # type: ignore[no-untyped-call]
+        params = self._connparams(asynchronous)  # type: ignore[no-untyped-call]
         params.pop("host", None)
         params.pop("port", None)
-        manager = redis.sentinel.Sentinel(
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             [(str(host), int(port)) for host, port in self.sentinels],
             min_other_sentinels=getattr(self, "min_other_sentinels", 0),
             sentinel_kwargs=getattr(self, "sentinel_kwargs", None), **params)
@@ -101,7 +103,8 @@ class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
         if master_name is None:
             raise ValueError("'master_name' transport option must be specified.")
         credentials = {k: params[k] for k in ("username", "password") if k in params}
-        return manager.master_for(master_name, redis.Redis, **credentials).connection_pool
+        pool = manager.master_for(master_name, redis.Redis, **credentials)  # type: ignore[no-untyped-call]
+        return pool.connection_pool
 
 
 class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]

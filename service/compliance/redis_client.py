@@ -58,7 +58,7 @@ class RedisTarget:
 
     def data_node_params(self) -> dict[str, Any]:
         """Database, user, password and TLS of the data nodes (the URL without host and port)."""
-        params = parse_url(self.url)
+        params: dict[str, Any] = dict(parse_url(self.url))  # type: ignore[no-untyped-call]
         params.pop("host", None)
         params.pop("port", None)
         if params.pop("connection_class", None) is not None:  # rediss://
@@ -68,7 +68,7 @@ class RedisTarget:
     def sentinel(self, *, timeout: float) -> Sentinel:
         """A redis-py Sentinel for this target (connects on first use); a dead sentinel is
         skipped at once, not retried: the next one answers."""
-        return Sentinel(list(self.sentinels),
+        return Sentinel(list(self.sentinels),  # type: ignore[no-untyped-call]
                         sentinel_kwargs=self.sentinel_kwargs(timeout) | {"retry": Retry(NoBackoff(), 0)},
                         socket_timeout=timeout, socket_connect_timeout=timeout)
 
@@ -124,9 +124,9 @@ def connect(target: RedisTarget, *, max_connections: int, timeout: float, retry:
     if not target.uses_sentinel:
         pool_class = redis.BlockingConnectionPool if blocking else redis.ConnectionPool
         return redis.Redis(connection_pool=pool_class.from_url(target.url, **common))
-    pool_class = BlockingSentinelConnectionPool if blocking else SentinelConnectionPool
-    client: redis.Redis = target.sentinel(timeout=timeout).master_for(
-        target.master, redis_class=redis.Redis, connection_pool_class=pool_class,
+    sentinel_pool = BlockingSentinelConnectionPool if blocking else SentinelConnectionPool
+    client: redis.Redis = target.sentinel(timeout=timeout).master_for(  # type: ignore[no-untyped-call]
+        target.master, redis_class=redis.Redis, connection_pool_class=sentinel_pool,
         **target.data_node_params(), **common)
     return client
 
@@ -164,7 +164,7 @@ def create_async_redis(settings: Settings) -> redis.asyncio.Redis:
     if not target.uses_sentinel:
         return redis.asyncio.Redis.from_url(target.url, **common)
     # A dead sentinel is skipped at once, not retried: the next one answers.
-    manager = redis.asyncio.sentinel.Sentinel(
+    manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs=target.sentinel_kwargs(timeout) | {"retry": AsyncRetry(NoBackoff(), 0)},
         socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Annotated, Any
 
 from asgi_correlation_id import correlation_id
@@ -90,6 +91,9 @@ def refuse_when_full(container: Container, queue: str) -> None:
                        headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
+_last_unreplicated_log = float("-inf")
+
+
 def await_replicas(container: Container) -> None:
     """With ``redis_wait_replicas``, block until that many replicas hold what this request
     wrote (or the timeout: the 202 still goes out, the record is on the primary, and the miss is
@@ -100,7 +104,10 @@ def await_replicas(container: Container) -> None:
     outcome = replication.wait_for_replicas(container.redis, replicas=settings.redis_wait_replicas,
                                             timeout_ms=settings.redis_wait_timeout_ms)
     metrics.REPLICA_WAITS.labels(result="met" if outcome.met else "timeout").inc()
-    if not outcome.met:
+    global _last_unreplicated_log  # noqa: PLW0603 - one throttle per process
+    if not outcome.met and time.monotonic() - _last_unreplicated_log > 10:
+        # Once per 10 s: with no replica connected, every request would log it.
+        _last_unreplicated_log = time.monotonic()
         log.warning("accepted before enough replicas acknowledged", extra={
             "replicas_acknowledged": outcome.acknowledged, "replicas_wanted": outcome.wanted,
             "wait_ms": settings.redis_wait_timeout_ms})

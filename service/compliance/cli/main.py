@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from compliance.cli.cleanup import cleanup
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
 from compliance.cli.operator import operator
@@ -116,6 +117,7 @@ def ensure_multiproc_dir() -> str:
     return path
 
 
+cli.add_command(cleanup)
 cli.add_command(dev)
 cli.add_command(dlq)
 cli.add_command(operator)

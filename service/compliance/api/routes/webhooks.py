@@ -28,7 +28,7 @@ from compliance.observability import metrics
 from compliance.settings import Settings
 from compliance.store import replication
 from compliance.store.records import Status, WebhookStatus
-from compliance.store.statuses import decode_cursor
+from compliance.store.statuses import CleanupRule, decode_cursor
 from compliance.wiring import Container
 
 router = APIRouter()
@@ -186,9 +186,9 @@ async def webhook_cleanup(
     ``?status=delivered``). A bare POST that names neither is refused: it would wipe every
     record, pending and retrying ones included; ``older_than_days=0`` says so explicitly.
     """
-    if older_than_days is None and status is None:
-        raise field_error("query.older_than_days",
-                          "name a status, an age, or both (older_than_days=0 means every age)")
-    deleted = await asyncio.to_thread(statuses.cleanup, status=status,
-                                      older_than_seconds=(older_than_days or 0) * 86400)
+    try:
+        rule = CleanupRule(status=status, older_than_days=older_than_days)
+    except ValueError as exc:
+        raise field_error("query.older_than_days", str(exc)) from exc
+    deleted = await asyncio.to_thread(statuses.apply, rule)
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

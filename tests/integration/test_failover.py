@@ -132,3 +132,36 @@ def test_primary_sigkill_under_load_sentinel_promotes_and_every_202_is_accounted
     # The worker followed the new primary: same process, no restart.
     assert worker.proc is not None and worker.proc.poll() is None, worker.log()[-3000:]
     assert worker.pid == pid
+
+
+def test_the_cli_follows_a_failover_with_the_same_configuration(
+        cluster: SentinelCluster, env: dict[str, str]) -> None:
+    """`compliance dlq` and `compliance cleanup` (and so the replay Job and the retention CronJob)
+    find the new primary through the sentinels: nothing in their configuration changes."""
+    from compliance.redis_client import create_redis
+    from compliance.store.replication import wait_for_replicas
+    from tests.integration.test_cli import cli, seed_dead_letters
+
+    own_env = {**env, **cluster.env()}
+    settings = settings_from_env(own_env)
+    client = create_redis(settings)
+    try:
+        seed_dead_letters(client, settings)
+        assert wait_for_replicas(client, replicas=1, timeout_ms=5000).met
+        listed = cli(own_env, "dlq", "list", "--json").stdout.splitlines()
+        assert len(listed) == 3
+        old = cluster.primary_port()
+        cluster.kill_primary()
+        new = cluster.wait_for_new_primary(old)
+        replayed = cli(own_env, "dlq", "replay", "--id", "wh_cli0")
+        assert '"replayed": 1' in replayed.stdout.splitlines()[-1], replayed.stdout
+        assert len(cli(own_env, "dlq", "list", "--json").stdout.splitlines()) == 2
+        cleaned = cli(own_env, "cleanup", "--status", "failed", "--older-than-days", "0", "--no-documents")
+        assert '"statuses_deleted"' in cleaned.stdout
+        # what they wrote is on the new primary (the replayed webhook's signal is queued there)
+        promoted = cluster.client(new)
+        assert promoted.llen(settings.delivery_queue_key) == 1
+        assert promoted.exists("dead_letter:webhook:wh_cli0") == 0
+        promoted.close()
+    finally:
+        client.close()

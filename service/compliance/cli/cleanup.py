@@ -7,6 +7,7 @@ import time
 
 import click
 
+from compliance.cli.metrics_dir import ensure_multiproc_dir
 from compliance.store.records import Status
 from compliance.store.statuses import CleanupRule
 
@@ -26,7 +27,8 @@ def cleanup(status: str | None, older_than_days: float | None, documents: bool) 
     pruned. Prints a JSON summary of what was removed on the last line.
     """
     # Imported here: the service stack loads prometheus_client, which `compliance worker` must
-    # configure first (same CLI).
+    # configure first (same CLI). Its multiprocess directory (the chart sets one) must exist.
+    ensure_multiproc_dir()
     import redis
     from pydantic import ValidationError
 

@@ -38,6 +38,8 @@ def test_the_default_stays_one_redis_without_sentinels():
     data = secret_data(docs)
     assert not {k for k in data if "SENTINEL" in k}
     assert not RedisTarget.from_env(data).uses_sentinel
+    (config,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == PREFIX]
+    assert "COMPLIANCE_REDIS_WAIT_REPLICAS" not in config["data"]  # one Redis: nothing to wait for
 
 
 @pytest.mark.parametrize("version", HELMS)
@@ -74,6 +76,12 @@ def test_in_chart_sentinel_runs_a_primary_replicas_and_three_sentinels(version):
                         redis_sentinels=data["COMPLIANCE_REDIS_SENTINELS"],
                         redis_sentinel_master=data["COMPLIANCE_REDIS_SENTINEL_MASTER"])
     assert RedisTarget.from_settings(settings) == target
+    # behind Sentinel a 202 waits for a replica (docs/durability.md), unless config says otherwise
+    (config,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == PREFIX]
+    assert config["data"]["COMPLIANCE_REDIS_WAIT_REPLICAS"] == "1"
+    off = docs_of(template("redis.mode=sentinel", "config.COMPLIANCE_REDIS_WAIT_REPLICAS=0", version=version).stdout)
+    assert [d["data"]["COMPLIANCE_REDIS_WAIT_REPLICAS"] for d in by_kind(off, "ConfigMap")
+            if d["metadata"]["name"] == PREFIX] == ["0"]
     (policy,) = by_kind(docs, "NetworkPolicy")
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
     assert {6379, 26379} <= ports

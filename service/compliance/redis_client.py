@@ -47,8 +47,9 @@ class RedisTarget:
     def from_env(cls, env: dict[str, str], *, url_key: str = "COMPLIANCE_REDIS_URL") -> RedisTarget:
         """The target a service's environment names (the operator reads it from a Secret)."""
         sentinels = [s for s in (env.get("COMPLIANCE_REDIS_SENTINELS") or "").split(",") if s.strip()]
+        default_master = str(Settings.model_fields["redis_sentinel_master"].default)
         return cls(url=env[url_key], sentinels=tuple(parse_address(s) for s in sentinels),
-                   master=(env.get("COMPLIANCE_REDIS_SENTINEL_MASTER") or "mymaster").strip(),
+                   master=(env.get("COMPLIANCE_REDIS_SENTINEL_MASTER") or default_master).strip(),
                    sentinel_password=env.get("COMPLIANCE_REDIS_SENTINEL_PASSWORD") or None)
 
     @property

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm clean lock
+.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm bench-replica-wait clean lock
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(DEPS_STAMP)
 ## bench-intake: POST /webhooks against a bare FastAPI endpoint doing one LPUSH
 bench-intake: $(DEPS_STAMP)
 	$(PY) bench/intake.py
+
+## bench-replica-wait: POST /webhooks latency with and without COMPLIANCE_REDIS_WAIT_REPLICAS=1
+bench-replica-wait: $(DEPS_STAMP)
+	$(PY) bench/replica_wait.py
 
 ## bench-storm: 50,000 webhooks to a destination answering 503, then its recovery
 bench-storm: $(DEPS_STAMP)

@@ -25,6 +25,10 @@ from compliance.settings import Settings  # noqa: E402
 # WorkerAutoscalers, probes and volumes the chart renders).
 OWNED_BY_OTHER_VALUES = {
     "redis_url": "redis.external.url / secrets.existingSecret",
+    # In the Secret beside the URL: the operator reads all four from it.
+    "redis_sentinels": "redis.mode=sentinel / redis.external.sentinels",
+    "redis_sentinel_master": "redis.sentinel.masterName / redis.external.sentinelMaster",
+    "redis_sentinel_password": "secrets.redisSentinelPassword",
     "admin_api_keys": "secrets.adminApiKeys",
     "producer_api_keys": "secrets.producerApiKeys",
     "webhook_secrets": "secrets.webhookSecrets",

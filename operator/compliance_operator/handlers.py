@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from compliance.redis_client import RedisTarget
 from compliance_operator import AUTOSCALERS, REPLAYS, jobs, k8s, metrics_source, policy
 from compliance_operator.settings import OperatorSettings
 from compliance_operator.spec import AutoscalerSpec
@@ -78,12 +79,12 @@ class Blocked:
 
 @dataclass(frozen=True)
 class Observed:
-    """Everything one poll read: the target Deployment, the Redis URL and the broker snapshot."""
+    """Everything one poll read: the target Deployment, where Redis is and the broker snapshot."""
 
     now: float
     deployment: Mapping[str, Any]
     current: int
-    redis_url: str
+    redis: RedisTarget
     snapshot: metrics_source.Snapshot
 
 
@@ -147,18 +148,24 @@ def observe(ctx: Context, spec: AutoscalerSpec) -> Observed | Blocked:
         return Blocked(now, "TargetNotFound", f"Deployment {spec.target} not found")
     current = int((deployment.get("spec") or {}).get("replicas", 1))
     try:
-        url = ctx.kube.secret_value(spec.namespace, spec.secret_name, spec.secret_key)
-    except (k8s.ApiError, KeyError) as exc:
+        # The URL under the spec's key; COMPLIANCE_REDIS_SENTINELS (and _MASTER, _PASSWORD) in
+        # the same Secret put the primary behind Sentinel, as for the service itself.
+        target = RedisTarget.from_env(ctx.kube.secret_data(spec.namespace, spec.secret_name),
+                                      url_key=spec.secret_key)
+    except KeyError:
+        return Blocked(now, "RedisSecretUnavailable",
+                       f"cannot read Secret {spec.secret_name}: it has no key {spec.secret_key!r}", current)
+    except (k8s.ApiError, ValueError) as exc:
         return Blocked(now, "RedisSecretUnavailable", f"cannot read Secret {spec.secret_name}: {exc}",
                        current)
     try:
         snapshot = metrics_source.read_snapshot(
-            ctx.redis.get(url), prefix=spec.key_prefix, queue=spec.queue,
+            ctx.redis.get(target), prefix=spec.key_prefix, queue=spec.queue,
             sample_backlog=spec.policy.breaker_enabled, reset_timeout=ctx.settings.breaker_reset_timeout,
             active_window=ctx.settings.breaker_active_window_seconds, now=now)
     except redis.RedisError as exc:
         return Blocked(now, "RedisUnavailable", f"cannot read the broker: {exc}", current)
-    return Observed(now=now, deployment=deployment, current=current, redis_url=url, snapshot=snapshot)
+    return Observed(now=now, deployment=deployment, current=current, redis=target, snapshot=snapshot)
 
 
 def decide(spec: AutoscalerSpec, seen: Observed | Blocked, state: AutoscalerState,
@@ -206,7 +213,7 @@ def apply(ctx: Context, spec: AutoscalerSpec, seen: Observed | Blocked, plan: Pl
           state: AutoscalerState) -> None:
     """Write the plan: busy pods' deletion cost, then the scale, the event, the state and the status."""
     if plan.protect_busy_pods and isinstance(seen, Observed):
-        plan = plan.with_note(_protect_busy_pods(ctx, seen.deployment, seen.redis_url, spec.key_prefix))
+        plan = plan.with_note(_protect_busy_pods(ctx, seen.deployment, seen.redis, spec.key_prefix))
     if plan.scale_to is not None:
         ctx.kube.scale_deployment(spec.namespace, spec.target, plan.scale_to)
     if plan.event is not None:
@@ -223,10 +230,11 @@ def apply(ctx: Context, spec: AutoscalerSpec, seen: Observed | Blocked, plan: Pl
                           {**plan.status, "conditions": state.conditions})
 
 
-def _protect_busy_pods(ctx: Context, deployment: Mapping[str, Any], url: str, prefix: str) -> str:
+def _protect_busy_pods(ctx: Context, deployment: Mapping[str, Any], target: RedisTarget, prefix: str) -> str:
     """Mark busy pods expensive to delete before the ReplicaSet picks victims; returns a note."""
     pods = ctx.kube.pods_of(deployment)
-    held = metrics_source.held_tasks_by_pod(url, prefix=prefix, timeout=ctx.settings.inspect_timeout_seconds)
+    held = metrics_source.held_tasks_by_pod(target, prefix=prefix,
+                                            timeout=ctx.settings.inspect_timeout_seconds)
     if held is None:
         return " (no worker answered inspect; pod-deletion-cost unchanged)"
     namespace = deployment["metadata"]["namespace"]

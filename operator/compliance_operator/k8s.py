@@ -91,11 +91,15 @@ class Kube:
     # --- WorkerAutoscaler -------------------------------------------------------------------------
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded (secrets get)."""
-        secret = self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
-        raw = (secret.get("data") or {}).get(key)
-        if raw is None:
+        data = self.secret_data(namespace, name)
+        if key not in data:
             raise KeyError(f"secret {namespace}/{name} has no key {key!r}")
-        return base64.b64decode(raw).decode()
+        return data[key]
+
+    def secret_data(self, namespace: str, name: str) -> dict[str, str]:
+        """Every key of a Secret, decoded (secrets get)."""
+        secret = self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        return {key: base64.b64decode(raw).decode() for key, raw in (secret.get("data") or {}).items()}
 
     def deployment(self, namespace: str, name: str) -> dict[str, Any]:
         """The Deployment (deployments get)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from compliance.redis_client import RedisTarget, connect
 from compliance.settings import Settings
 from compliance.store import broker
 from compliance.store.breakers import BreakerStore
@@ -36,22 +37,22 @@ class Snapshot:
 
 
 class RedisClients:
-    """One small client per Redis URL, shared by every autoscaler that names it."""
+    """One small client per Redis target (a URL, or sentinels and a master name), shared by every
+    autoscaler that names it. A client behind Sentinel follows a failover by itself."""
 
     def __init__(self, *, timeout: float) -> None:
         self._timeout = timeout
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[RedisTarget, redis.Redis] = {}
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> redis.Redis:
-        """The client for ``url`` (created on first use; nothing connects until a call)."""
+    def get(self, target: RedisTarget) -> redis.Redis:
+        """The client for ``target`` (created on first use; nothing connects until a call)."""
         with self._lock:
-            client = self._clients.get(url)
+            client = self._clients.get(target)
             if client is None:
-                client = redis.Redis.from_url(
-                    url, decode_responses=True, socket_timeout=self._timeout,
-                    socket_connect_timeout=self._timeout, retry=None, max_connections=8)
-                self._clients[url] = client
+                client = connect(target, max_connections=8, timeout=self._timeout, retry=None,
+                                 blocking=False, health_check_interval=0)
+                self._clients[target] = client
             return client
 
     def close(self) -> None:
@@ -94,7 +95,7 @@ def read_snapshot(
                     scheduled_due=scheduled_due, parked=sum(parked.values()))
 
 
-def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int] | None:
+def held_tasks_by_pod(target: RedisTarget, *, prefix: str, timeout: float) -> dict[str, int] | None:
     """Tasks each worker holds (active + reserved + scheduled), keyed by pod name.
 
     Asked over the broker with Celery's remote control (``inspect``), the same channel as
@@ -103,8 +104,11 @@ def held_tasks_by_pod(url: str, *, prefix: str, timeout: float) -> dict[str, int
     """
     from celery import Celery
 
-    app = Celery("compliance-operator", broker=url, set_as_current=False)
-    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    app = Celery("compliance-operator", broker=target.broker_url(), set_as_current=False)
+    if target.uses_sentinel:
+        app.conf.broker_transport = "compliance.broker_transport:SentinelTransport"
+    app.conf.broker_transport_options = {
+        "global_keyprefix": prefix, **target.broker_transport_options(timeout=timeout)}
     app.conf.broker_connection_retry_on_startup = False
     try:
         inspect = app.control.inspect(timeout=timeout)

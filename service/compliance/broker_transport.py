@@ -11,7 +11,9 @@ is logged and the in-memory state moves on as if it had succeeded:
 - a delivery not recorded in ``unacked`` is run anyway; if its worker dies, the webhook's lease
   (``compliance.store.schedule``) brings it back.
 
-Selected with the Celery setting ``broker_transport`` (``compliance.messaging``).
+Selected with the Celery setting ``broker_transport`` (``compliance.messaging``):
+``Transport`` for a plain Redis URL, ``SentinelTransport`` for a primary found through Redis
+Sentinel (the same QoS on top of kombu's ``SentinelChannel``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
+import redis.sentinel
 from kombu.transport import redis as kombu_redis
 from kombu.transport.virtual import base as virtual
 from redis.exceptions import ResponseError
@@ -64,6 +68,49 @@ class Transport(kombu_redis.Transport):  # type: ignore[misc]
     """kombu's Redis transport with the channel above (same URLs and options)."""
 
     Channel = Channel
+
+
+class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """kombu's Sentinel channel with the QoS above, taking every sentinel from one option.
+
+    kombu reads the sentinels from a ``;``-separated broker URL, and on a connection error it
+    switches to the next of those URLs, which also switches the transport to kombu's own (the
+    URL scheme names it), losing this QoS. So the broker URL names one sentinel and the
+    ``sentinels`` transport option (``[[host, port], ...]``) names them all.
+    """
+
+    QoS = QoS
+    from_transport_options = (*kombu_redis.SentinelChannel.from_transport_options,  # type: ignore[assignment]
+                              "sentinels")
+    sentinels: list[list[Any]] | None = None
+
+    def _sentinel_managed_pool(self, asynchronous: bool = False) -> Any:
+        if not self.sentinels:
+            return super()._sentinel_managed_pool(asynchronous)  # type: ignore[no-untyped-call]
+        params = self._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        params.pop("host", None)
+        params.pop("port", None)
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            [(str(host), int(port)) for host, port in self.sentinels],
+            min_other_sentinels=getattr(self, "min_other_sentinels", 0),
+            sentinel_kwargs=getattr(self, "sentinel_kwargs", None), **params)
+        # kombu closes these in _disconnect_pools.
+        if asynchronous:
+            self._async_sentinel_manager = manager
+        else:
+            self._sentinel_manager = manager
+        master_name = getattr(self, "master_name", None)
+        if master_name is None:
+            raise ValueError("'master_name' transport option must be specified.")
+        credentials = {k: params[k] for k in ("username", "password") if k in params}
+        pool = manager.master_for(master_name, redis.Redis, **credentials)  # type: ignore[no-untyped-call]
+        return pool.connection_pool
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    """kombu's Sentinel transport with the channel above."""
+
+    Channel = SentinelChannel
 
 
 def _warn(what: str, exc: Exception) -> None:

@@ -45,6 +45,8 @@ class LocalRedis:
     port: int = 0
     binary: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    # More redis-server arguments (e.g. `--replicaof host port` for a replica in tests).
+    extra_args: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -62,7 +64,7 @@ class LocalRedis:
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
             "--appendonly", "yes", "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction", "--save", "", "--protected-mode", "yes",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.data_dir / "redis.log"), *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, retry=None, socket_connect_timeout=0.5)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import Celery
 
+from compliance.redis_client import RedisTarget
 from compliance.settings import Settings
 
 DELIVER_TASK = "compliance.deliver_webhook"
@@ -24,11 +25,15 @@ class ComplianceCelery(Celery):
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery configuration derived from settings (pure; unit-tested)."""
+    target = RedisTarget.from_settings(settings)
     return {
-        "broker_url": settings.redis_url,
-        # kombu's Redis transport, surviving a full Redis (see compliance.broker_transport).
-        "broker_transport": "compliance.broker_transport:Transport",
+        "broker_url": target.broker_url(),
+        # kombu's Redis transport, surviving a full Redis (see compliance.broker_transport); its
+        # Sentinel variant follows a failover to the new primary.
+        "broker_transport": ("compliance.broker_transport:SentinelTransport" if target.uses_sentinel
+                             else "compliance.broker_transport:Transport"),
         "broker_transport_options": {
+            **target.broker_transport_options(timeout=settings.redis_socket_timeout),
             "global_keyprefix": settings.broker_key_prefix,
             # Above the longest task time limit plus the longest countdown (checked by Settings).
             "visibility_timeout": settings.broker_visibility_timeout,

@@ -27,6 +27,15 @@ def split_list(value: object) -> object:
     return value
 
 
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port); raises ValueError naming the problem."""
+    host, sep, port_text = address.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return host, int(port_text)
+
+
 class Settings(BaseSettings):
     """Configuration of the API, the workers and the CLI."""
 
@@ -47,6 +56,20 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=200, ge=4, le=10_000)
     # Socket timeout for Redis calls, seconds.
     redis_socket_timeout: float = Field(default=5.0, gt=0)
+    # Redis Sentinel addresses (`host:port,host:port,...`). When set, every process asks these
+    # sentinels for the current primary and follows a failover; the host and port of
+    # `redis_url` are then ignored (its database number, user and password still apply).
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The master name the sentinels monitor (`sentinel monitor <name> ...`).
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1, max_length=200)
+    # Password of the sentinels themselves (`requirepass` in sentinel.conf), when they need one.
+    redis_sentinel_password: SecretStr | None = None
+    # Replicas that must hold an accepted webhook or report before the API answers 202
+    # (Redis WAIT after the record and its queue message are written; 0: do not wait).
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    # Milliseconds the API waits for those replicas; past it, the 202 is sent anyway (the record
+    # is on the primary) and `redis_replica_wait_total{result="timeout"}` counts it.
+    redis_wait_timeout_ms: int = Field(default=200, ge=1, le=10_000)
 
     # --- queues and celery (seed values, made safe) ------------------------------------------
     # Queue for report generation (CPU, long); `llen compliance-compliance_queue` counts it.
@@ -221,8 +244,16 @@ class Settings(BaseSettings):
     worker_metrics_host: str = Field(default="0.0.0.0", min_length=1, max_length=255)  # noqa: S104
 
     _split = field_validator(
-        "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys", mode="before"
+        "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys",
+        "redis_sentinels", mode="before"
     )(split_list)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            parse_address(address)  # raises ValueError with the reason
+        return addresses
 
     @field_validator("webhook_secrets")
     @classmethod
@@ -302,6 +333,11 @@ class Settings(BaseSettings):
         task's time limit, which the thread pool does not enforce, and the sender's own exchange
         deadline, which it does), plus a margin."""
         return float(max(self.delivery_task_time_limit, self.connect_timeout + self.read_timeout) + 5)
+
+    @cached_property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``redis_sentinels`` as (host, port) pairs (empty: plain Redis at ``redis_url``)."""
+        return [parse_address(address) for address in self.redis_sentinels]
 
     @cached_property
     def broker_queue_key(self) -> str:

@@ -197,6 +197,7 @@ def test_every_container_is_non_root_and_read_only(scenario):
     _, docs = rendered("helm4", scenario)
     pods = [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
     pods += [d["spec"] for d in by_kind(docs, "Pod")]
+    pods += [d["spec"]["jobTemplate"]["spec"]["template"]["spec"] for d in by_kind(docs, "CronJob")]
     assert pods
     for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from compliance.redis_client import RedisTarget
 from compliance_operator import policy
 from compliance_operator.handlers import AutoscalerState, Blocked, Observed, decide
 from compliance_operator.metrics_source import Snapshot
@@ -77,7 +78,7 @@ SPEC = AutoscalerSpec.from_body(with_defaults(MINIMAL, {"properties": {"spec": s
 
 
 def seen(current: int, queued: int, *, now: float = 1000.0, open_breakers: int = 0) -> Observed:
-    return Observed(now=now, deployment={}, current=current, redis_url="redis://x",
+    return Observed(now=now, deployment={}, current=current, redis=RedisTarget(url="redis://x"),
                     snapshot=Snapshot(queue_length=queued, in_flight=0, open_breakers=open_breakers,
                                       known_breakers=open_breakers, open_backlog_share=None))
 

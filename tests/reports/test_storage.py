@@ -87,3 +87,53 @@ def test_s3_server_down_is_a_storage_error(tmp_path: Path, aws_env):
     server.stop()
     with pytest.raises(StorageError, match="cannot read"):
         storage.get("reports/r.json")
+
+
+def test_s3_expiry_removes_only_old_documents_and_evidence_under_its_prefix(
+        s3_server: S3Server, s3_bucket: str) -> None:
+    """Retention on a real S3 API: LastModified decides; other prefixes and objects stay."""
+    import time
+
+    import boto3
+
+    storage = S3Storage(bucket=s3_bucket, prefix="svc/", endpoint_url=s3_server.url)
+    raw = boto3.client("s3", endpoint_url=s3_server.url)
+    raw.put_object(Bucket=s3_bucket, Key="someone-else/reports/rpt_old.json", Body=b"{}")
+    for key in ("reports/rpt_old.json", "evidence/rpt_old.json", "_health/old"):
+        storage.put(key, b"{}")
+
+    def modified() -> dict[str, float]:
+        listed = raw.list_objects_v2(Bucket=s3_bucket).get("Contents", [])
+        return {o["Key"]: o["LastModified"].timestamp() for o in listed}
+
+    # S3 keeps LastModified to the second: the new objects must be written a later second.
+    oldest = max(modified().values())
+    deadline = time.monotonic() + 5
+    while time.time() < oldest + 1.01:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for key in ("reports/rpt_new.json", "evidence/rpt_new.json"):
+        storage.put(key, b"{}")
+    boundary = modified()["svc/reports/rpt_new.json"]
+    assert storage.expire(before=boundary) == {"reports": 1, "evidence": 1}
+    assert sorted(modified()) == ["someone-else/reports/rpt_old.json", "svc/_health/old",
+                                  "svc/evidence/rpt_new.json", "svc/reports/rpt_new.json"]
+    assert storage.expire(before=boundary) == {"reports": 0, "evidence": 0}
+
+
+def test_filesystem_expiry_keeps_writes_in_progress_and_young_files(tmp_path: Path) -> None:
+    import os
+    import time
+
+    storage = FilesystemStorage(tmp_path)
+    storage.put("reports/old.json", b"{}")
+    storage.put("reports/new.json", b"{}")
+    (tmp_path / "reports" / ".new.json.abc.tmp").write_bytes(b"half")  # a write in progress
+    stale_tmp = tmp_path / "evidence" / ".gone.json.xyz.tmp"  # left by a crashed writer
+    stale_tmp.parent.mkdir()
+    stale_tmp.write_bytes(b"half")
+    old = time.time() - 7200
+    for path in (tmp_path / "reports" / "old.json", stale_tmp):
+        os.utime(path, (old, old))
+    assert storage.expire(before=time.time() - 3600) == {"reports": 1, "evidence": 1}
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [".new.json.abc.tmp", "new.json"]

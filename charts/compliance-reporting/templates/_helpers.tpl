@@ -47,10 +47,58 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.redis.external.url -}}
 {{ .Values.redis.external.url }}
 {{- else if .Values.redis.enabled -}}
+{{- /* In sentinel mode the host is not used: the sentinels name the primary. */ -}}
 redis://{{ include "compliance.fullname" . }}-redis:6379/0
 {{- else if not .Values.secrets.existingSecret -}}
 {{- fail "set redis.external.url (production), redis.enabled=true (trial), or secrets.existingSecret with COMPLIANCE_REDIS_URL" -}}
 {{- end -}}
+{{- end -}}
+
+{{/* True (non-empty) when the in-chart Redis runs as primary, replicas and sentinels. */}}
+{{- define "compliance.inChartSentinel" -}}
+{{- if and .Values.redis.enabled (not .Values.redis.external.url) (eq .Values.redis.mode "sentinel") -}}true{{- end -}}
+{{- end -}}
+
+{{/* COMPLIANCE_REDIS_SENTINELS: the external sentinels, or the in-chart sentinel pods. */}}
+{{- define "compliance.redisSentinels" -}}
+{{- if .Values.redis.external.url -}}
+{{ .Values.redis.external.sentinels }}
+{{- else if include "compliance.inChartSentinel" . -}}
+{{- $name := printf "%s-redis-sentinel" (include "compliance.fullname" .) -}}
+{{- $hosts := list -}}
+{{- range $i := until 3 -}}
+{{- $hosts = append $hosts (printf "%s-%d.%s.%s.svc:26379" $name $i $name $.Release.Namespace) -}}
+{{- end -}}
+{{ join "," $hosts }}
+{{- end -}}
+{{- end -}}
+
+{{- define "compliance.redisSentinelMaster" -}}
+{{- if .Values.redis.external.url -}}
+{{ .Values.redis.external.sentinelMaster }}
+{{- else -}}
+{{ .Values.redis.sentinel.masterName }}
+{{- end -}}
+{{- end -}}
+
+{{/* Spread pods of one component over nodes: (dict "root" . "component" "redis") */}}
+{{- define "compliance.redisAntiAffinity" -}}
+podAntiAffinity:
+  {{- if eq .root.Values.redis.sentinel.antiAffinity "hard" }}
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "compliance.selectorLabels" . | nindent 10 }}
+  {{- else }}
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "compliance.selectorLabels" . | nindent 12 }}
+  {{- end }}
 {{- end -}}
 
 {{- define "compliance.storageClaim" -}}
@@ -59,6 +107,9 @@ redis://{{ include "compliance.fullname" . }}-redis:6379/0
 
 {{/* Guard rails that cannot be expressed in the schema. */}}
 {{- define "compliance.validate" -}}
+{{- if and .Values.redis.external.sentinels (not .Values.redis.external.url) -}}
+{{- fail "redis.external.sentinels needs redis.external.url too: it gives the database number and password (its host and port are not used)" -}}
+{{- end -}}
 {{- if hasKey .Values.config "COMPLIANCE_PUBLIC_BASE_URL" -}}
 {{- fail "set api.publicBaseUrl, not config.COMPLIANCE_PUBLIC_BASE_URL (the chart sets it from api.publicBaseUrl)" -}}
 {{- end -}}

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 from pathlib import Path
 
 import click
 
+from compliance.cli.cleanup import cleanup
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
+from compliance.cli.metrics_dir import ensure_multiproc_dir
 from compliance.cli.operator import operator
 from compliance.cli.receiver import receiver
 from compliance.cli.report import report
@@ -104,18 +104,7 @@ def worker_alive(path: Path | None, max_age: float | None) -> None:
     click.echo("alive")
 
 
-def ensure_multiproc_dir() -> str:
-    """Point prometheus-client at a multiprocess directory (it reads the variable on import)."""
-    if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        raise RuntimeError("prometheus_client was imported before the multiprocess dir was set")
-    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not path:
-        path = tempfile.mkdtemp(prefix="compliance-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
+cli.add_command(cleanup)
 cli.add_command(dev)
 cli.add_command(dlq)
 cli.add_command(operator)

@@ -163,6 +163,11 @@ class _Chain(Collector):
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered by the API.", ["method", "route", "status"]
 )
+# The API's wait for replicas before a 202 (COMPLIANCE_REDIS_WAIT_REPLICAS): met or timed out.
+REPLICA_WAITS = Counter(
+    "redis_replica_wait_total", "Accepted requests whose write the API waited to see replicated, by result.",
+    ["result"],
+)
 HTTP_DURATION = Histogram(
     "http_request_duration_seconds", "HTTP request duration.", ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),

@@ -35,6 +35,8 @@ REPORT_RUNS_PREFIX = "compliance:report_runs:"
 # Reports not settled yet (score: when their task is presumed lost and sent again): kombu's
 # BRPOP can lose a report task the way it could lose a delivery message.
 REPORT_LEASE_INDEX = "compliance:schedule:reports"
+# Written just before the API's WAIT for replicas (see compliance.store.replication).
+REPLICATION_FENCE = "compliance:replication:fence"
 
 
 def status_key(webhook_id: str) -> str:

@@ -33,6 +33,30 @@ return 1
 
 
 @dataclass(frozen=True)
+class CleanupRule:
+    """Which status records cleanup deletes (``POST /webhook-cleanup`` and ``compliance cleanup``).
+
+    Records of ``status`` (any status when None) last changed more than ``older_than_days`` ago
+    (any age when None). Naming neither is refused: it would wipe every record, pending and
+    retrying ones included; ``older_than_days=0`` says so explicitly.
+    """
+
+    status: Status | None
+    older_than_days: float | None
+
+    def __post_init__(self) -> None:
+        if self.status is None and self.older_than_days is None:
+            raise ValueError("name a status, an age, or both (older_than_days=0 means every age)")
+        if self.older_than_days is not None and not 0 <= self.older_than_days <= 3650:
+            raise ValueError("older_than_days must be between 0 and 3650")
+
+    @property
+    def older_than_seconds(self) -> float:
+        """The age in seconds (0: every age)."""
+        return (self.older_than_days or 0) * 86400
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing, newest first; ``next_cursor`` is None on the last page."""
 
@@ -207,6 +231,10 @@ class StatusStore:
         for status in Status:
             pipe.zrem(keys.status_index(status), *members)
         pipe.execute()
+
+    def apply(self, rule: CleanupRule) -> int:
+        """Delete the records ``rule`` selects; returns records deleted."""
+        return self.cleanup(status=rule.status, older_than_seconds=rule.older_than_seconds)
 
     def cleanup(
         self, *, status: Status | None, older_than_seconds: float, batch_size: int = 500

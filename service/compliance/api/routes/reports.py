@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from compliance.api.deps import ContainerDep, ProducerAuth
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
-from compliance.api.routes.webhooks import check_url, shed_load
+from compliance.api.routes.webhooks import await_replicas, check_url, shed_load
 from compliance.delivery.submit import new_webhook_id
 from compliance.reports import render, workflow
 from compliance.reports.facade import ComplianceFacade, FrameworkInfo
@@ -152,6 +152,7 @@ async def submit_report(body: ReportRequest, container: ContainerDep, reports: R
             settings=settings, framework=body.framework, subject=body.subject,
             evidence=body.evidence, webhook_url=body.webhook_url, metadata=body.metadata,
             correlation_id=correlation_id.get() or "", webhook_id=new_webhook_id())
+        await asyncio.to_thread(await_replicas, container)
     except StorageError as exc:
         log.error("evidence could not be stored", extra={"error": str(exc)})
         raise APIError(503, "storage_unavailable", "report storage is unavailable; retry later",

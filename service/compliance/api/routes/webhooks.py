@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Annotated, Any
 
 from asgi_correlation_id import correlation_id
@@ -22,12 +24,15 @@ from compliance.api.json_limits import check_body
 from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
+from compliance.observability import metrics
 from compliance.settings import Settings
+from compliance.store import replication
 from compliance.store.records import Status, WebhookStatus
-from compliance.store.statuses import decode_cursor
+from compliance.store.statuses import CleanupRule, decode_cursor
 from compliance.wiring import Container
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 EVENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 
@@ -86,6 +91,28 @@ def refuse_when_full(container: Container, queue: str) -> None:
                        headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
+_last_unreplicated_log = float("-inf")
+
+
+def await_replicas(container: Container) -> None:
+    """With ``redis_wait_replicas``, block until that many replicas hold what this request
+    wrote (or the timeout: the 202 still goes out, the record is on the primary, and the miss is
+    counted and logged). Called after the record and its queue message are written."""
+    settings = container.settings
+    if not settings.redis_wait_replicas:
+        return
+    outcome = replication.wait_for_replicas(container.redis, replicas=settings.redis_wait_replicas,
+                                            timeout_ms=settings.redis_wait_timeout_ms)
+    metrics.REPLICA_WAITS.labels(result="met" if outcome.met else "timeout").inc()
+    global _last_unreplicated_log  # noqa: PLW0603 - one throttle per process
+    if not outcome.met and time.monotonic() - _last_unreplicated_log > 10:
+        # Once per 10 s: with no replica connected, every request would log it.
+        _last_unreplicated_log = time.monotonic()
+        log.warning("accepted before enough replicas acknowledged", extra={
+            "replicas_acknowledged": outcome.acknowledged, "replicas_wanted": outcome.wanted,
+            "wait_ms": settings.redis_wait_timeout_ms})
+
+
 @router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth],
              responses=error_responses(401, 403, 413, 422, 503))
 async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitter: SubmitterDep,
@@ -101,6 +128,7 @@ async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitte
     def shed_or_submit() -> None:  # one hop off the event loop for both blocking calls
         refuse_when_full(container, settings.delivery_queue_name)
         submitter.submit(env)
+        await_replicas(container)
 
     await asyncio.to_thread(shed_or_submit)
     return Accepted(webhook_id=env.webhook_id, correlation_id=cid,
@@ -158,9 +186,9 @@ async def webhook_cleanup(
     ``?status=delivered``). A bare POST that names neither is refused: it would wipe every
     record, pending and retrying ones included; ``older_than_days=0`` says so explicitly.
     """
-    if older_than_days is None and status is None:
-        raise field_error("query.older_than_days",
-                          "name a status, an age, or both (older_than_days=0 means every age)")
-    deleted = await asyncio.to_thread(statuses.cleanup, status=status,
-                                      older_than_seconds=(older_than_days or 0) * 86400)
+    try:
+        rule = CleanupRule(status=status, older_than_days=older_than_days)
+    except ValueError as exc:
+        raise field_error("query.older_than_days", str(exc)) from exc
+    deleted = await asyncio.to_thread(statuses.apply, rule)
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

@@ -6,6 +6,7 @@ import re
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_.-]+)*$")
@@ -27,6 +28,10 @@ def evidence_key(report_id: str) -> str:
 def document_key(report_id: str) -> str:
     """Where a report's generated document is kept."""
     return f"reports/{report_id}.json"
+
+
+# What retention expires: generated documents and the evidence they were made from.
+EXPIRING_PREFIXES = ("reports/", "evidence/")
 
 
 def check_key(key: str) -> str:
@@ -52,6 +57,20 @@ class ReportStorage(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; absent keys are fine."""
+
+    @abstractmethod
+    def keys_older_than(self, prefix: str, before: float) -> Iterator[str]:
+        """Keys under ``prefix`` last written before ``before`` (epoch seconds)."""
+
+    def expire(self, *, before: float) -> dict[str, int]:
+        """Delete documents and evidence last written before ``before``; counts per prefix."""
+        removed: dict[str, int] = {}
+        for prefix in EXPIRING_PREFIXES:
+            stale = list(self.keys_older_than(prefix, before))  # list first: no delete mid-walk
+            for key in stale:
+                self.delete(key)
+            removed[prefix.rstrip("/")] = len(stale)
+        return removed
 
     def describe(self) -> dict[str, Any]:
         """Where this backend keeps things (for /health)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,17 @@ class FilesystemStorage(ReportStorage):
             raise StorageNotFoundError(key) from exc
         except OSError as exc:
             raise StorageError(f"cannot read {key}: {exc}") from exc
+
+    def keys_older_than(self, prefix: str, before: float) -> Iterator[str]:
+        """Files under ``prefix`` modified before ``before`` (a write replaces the file, so its
+        mtime is when the key was last written); half-written temp files count too."""
+        top = self._root.joinpath(*prefix.strip("/").split("/"))
+        try:
+            for path in sorted(top.rglob("*")):
+                if path.is_file() and path.stat().st_mtime < before:
+                    yield path.relative_to(self._root).as_posix()
+        except OSError as exc:
+            raise StorageError(f"cannot list {prefix}: {exc}") from exc
 
     def delete(self, key: str) -> None:
         """Unlink the file."""

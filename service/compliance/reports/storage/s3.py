@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -62,6 +63,18 @@ class S3Storage(ReportStorage):
             self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot delete {key}: {exc}") from exc
+
+    def keys_older_than(self, prefix: str, before: float) -> Iterator[str]:
+        """Objects under ``prefix`` whose LastModified is before ``before`` (a page at a time)."""
+        try:
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self._bucket, Prefix=f"{self._prefix}{prefix}")
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    if obj["LastModified"].timestamp() < before:
+                        yield str(obj["Key"])[len(self._prefix):]
+        except (BotoCoreError, ClientError) as exc:
+            raise StorageError(f"cannot list {prefix}: {exc}") from exc
 
     def describe(self) -> dict[str, Any]:
         """Bucket, prefix and endpoint."""

@@ -48,7 +48,7 @@ def api(host: str, port: int, workers: int) -> None:
         ensure_multiproc_dir()
     from compliance.api import server
 
-    # h11 with a bounded request head (431), not httptools, which takes heads of any size.
+    # httptools with a bounded request head (431): uvicorn's own takes heads of any size.
     uvicorn.run("compliance.api.app:create_app", factory=True, host=host, port=port,
                 workers=workers, log_config=None, proxy_headers=True, timeout_graceful_shutdown=20,
                 http=server.PROTOCOL, h11_max_incomplete_event_size=settings.max_header_bytes)

@@ -155,11 +155,11 @@ def check_eviction_policy(client: redis.Redis) -> str | None:
     return None
 
 
-def create_async_redis(settings: Settings) -> redis.asyncio.Redis:
-    """An asyncio client for the delivery engine's event loop (one loop, a small pool)."""
+def create_async_redis(settings: Settings, *, max_connections: int = 32) -> redis.asyncio.Redis:
+    """An asyncio client for one event loop (the delivery engine's, or the API's)."""
     target = RedisTarget.from_settings(settings)
     timeout = settings.redis_socket_timeout
-    common: dict[str, Any] = {"max_connections": 32, "socket_timeout": timeout,
+    common: dict[str, Any] = {"max_connections": max_connections, "socket_timeout": timeout,
                               "socket_connect_timeout": timeout, "decode_responses": True,
                               "health_check_interval": 30}
     if not target.uses_sentinel:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
 from compliance.delivery import ssrf
 from compliance.delivery.async_sender import AsyncSender
@@ -107,7 +108,8 @@ class Container:
     @cached_property
     def dispatcher(self) -> Dispatcher:
         """Publishes delivery signals."""
-        return Dispatcher(self.celery, queue=self.settings.delivery_queue_name)
+        return Dispatcher(self.celery, self.redis, queue=self.settings.delivery_queue_name,
+                          queue_key=self.settings.delivery_queue_key)
 
     @cached_property
     def submitter(self) -> Submitter:
@@ -172,11 +174,18 @@ class Container:
                         facade=self.facade, submitter=self.submitter)
 
     # --- fleet-wide readings -----------------------------------------------------------------
+    def async_redis(self) -> AsyncRedis:
+        """A new asyncio client, for the event loop that calls this (the API's requests)."""
+        return create_async_redis(self.settings, max_connections=self.settings.redis_max_connections)
+
     def queue_lengths(self) -> dict[str, int]:
         """Waiting messages per queue."""
-        prefix = self.settings.broker_key_prefix
-        return {name: broker.queue_length(self.redis, prefix=prefix, queue=name)
+        return {name: self.queue_length(name)
                 for name in (self.settings.queue_name, self.settings.delivery_queue_name)}
+
+    def queue_length(self, queue: str) -> int:
+        """Waiting messages in one queue (one round trip)."""
+        return broker.queue_length(self.redis, prefix=self.settings.broker_key_prefix, queue=queue)
 
     def close(self) -> None:
         """Release pooled connections of whatever was built."""

@@ -47,7 +47,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
                 log.warning(warning)
         except Exception as exc:  # Redis may come up later; /health reports it meanwhile
             log.warning("redis not reachable at start", extra={"error": str(exc)})
+        # Accepting webhooks runs on this event loop with its own client (no thread per request).
+        app.state.aredis = container.async_redis()
         yield
+        await app.state.aredis.aclose()
         container.close()
 
     # The interactive docs and the spec are public surface: served only when docs are on (dev).

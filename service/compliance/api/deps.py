@@ -1,9 +1,13 @@
-"""Injectables as ``Annotated`` aliases, so route signatures read like plain types."""
+"""Injectables as ``Annotated`` aliases, so route signatures read like plain types.
+
+They are ``async def`` although none of them awaits: FastAPI runs a plain ``def`` dependency in its
+thread pool, a thread hop per dependency per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -17,7 +21,7 @@ from compliance.store.statuses import StatusStore
 from compliance.wiring import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     """The process's composition root (built by the app factory)."""
     container: Container = request.app.state.container
     return container
@@ -26,32 +30,38 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_settings(container: ContainerDep) -> Settings:
+async def get_settings(container: ContainerDep) -> Settings:
     """The settings the app was built with."""
     return container.settings
 
 
-def get_statuses(container: ContainerDep) -> StatusStore:
+async def get_statuses(container: ContainerDep) -> StatusStore:
     """Status records."""
     return container.statuses
 
 
-def get_dead_letters(container: ContainerDep) -> DeadLetterStore:
+async def get_dead_letters(container: ContainerDep) -> DeadLetterStore:
     """Dead letters."""
     return container.dead_letters
 
 
-def get_breakers(container: ContainerDep) -> BreakerStore:
+async def get_breakers(container: ContainerDep) -> BreakerStore:
     """Circuit breakers."""
     return container.breakers
 
 
-def get_submitter(container: ContainerDep) -> Submitter:
+async def get_submitter(container: ContainerDep) -> Submitter:
     """Accepts webhooks and replays dead letters."""
     return container.submitter
 
 
+async def get_async_redis(request: Request) -> Any:
+    """The asyncio Redis client of this event loop (built in the app's lifespan)."""
+    return request.app.state.aredis
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AsyncRedisDep = Annotated[Any, Depends(get_async_redis)]
 StatusesDep = Annotated[StatusStore, Depends(get_statuses)]
 DeadLettersDep = Annotated[DeadLetterStore, Depends(get_dead_letters)]
 BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]
@@ -97,13 +107,13 @@ def _require(settings: Settings, presented: str | None, *, admin: bool) -> None:
                        "this API key may not call admin endpoints" if admin else "unknown API key")
 
 
-def require_producer(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+async def require_producer(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
                      bearer: BearerDep = None) -> None:
     """Producer or admin key."""
     _require(settings, _presented_key(x_api_key, bearer), admin=False)
 
 
-def require_admin(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+async def require_admin(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
                   bearer: BearerDep = None) -> None:
     """Admin key only."""
     _require(settings, _presented_key(x_api_key, bearer), admin=True)

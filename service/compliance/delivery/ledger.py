@@ -17,7 +17,7 @@ from compliance.delivery.models import Envelope, dead_letter, status_record
 from compliance.settings import Settings
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.records import DeadLetter, Status
-from compliance.store.schedule import ScheduleStore
+from compliance.store.schedule import Intake, ScheduleStore
 from compliance.store.statuses import StatusStore
 
 log = logging.getLogger(__name__)
@@ -34,14 +34,27 @@ class Ledger:
         self._dlq = dead_letters
         self._schedule = schedule
 
-    def accept(self, env: Envelope, now: float) -> None:
-        """``pending`` with its envelope and a signal lease: from here on it cannot be lost."""
-        pipe = self._r.pipeline(transaction=True)
-        self._statuses.put(status_record(env, Status.PENDING, now), pipe)
-        self._schedule.create(pipe, env.webhook_id, env.model_dump_json(),
-                              ttl=self._s.status_ttl_open, now=now,
-                              signal_until=now + self._s.delivery_signal_timeout)
-        pipe.execute()
+    def accept(self, env: Envelope, now: float, *, signal: str | None = None) -> None:
+        """``pending`` with its envelope, a signal lease and (given) its signal, in one script:
+        from here on it cannot be lost."""
+        self._schedule.accept(self._intake(env, now, signal=signal, most_queued=0))
+
+    async def accept_async(self, aclient: Any, env: Envelope, now: float, *, signal: str,
+                           most_queued: int) -> bool:
+        """``accept`` on an asyncio client; False (nothing written) when the delivery queue
+        already holds ``most_queued`` signals."""
+        return await self._schedule.accept_async(
+            aclient, self._intake(env, now, signal=signal, most_queued=most_queued))
+
+    def _intake(self, env: Envelope, now: float, *, signal: str | None,
+                most_queued: int) -> Intake:
+        record = status_record(env, Status.PENDING, now)
+        return Intake(webhook_id=env.webhook_id, envelope=env.model_dump_json(),
+                      record=self._statuses.serialise(record), score=record.updated_at,
+                      status_ttl=self._s.ttl_for_status(Status.PENDING),
+                      ttl=self._s.status_ttl_open, now=now,
+                      signal_until=now + self._s.delivery_signal_timeout, signal=signal,
+                      most_queued=most_queued)
 
     def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
         """``delivered``; the envelope goes (a delivered webhook is never sent again)."""

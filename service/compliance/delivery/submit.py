@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from compliance.delivery.dispatch import Dispatcher
 from compliance.delivery.ledger import Ledger
@@ -43,17 +44,17 @@ class Submitter:
         self._clock = clock
 
     def submit(self, env: Envelope) -> None:
-        """Record ``pending`` with the envelope (one transaction), then signal it.
+        """Record ``pending`` with the envelope and push its signal, in one script (one round
+        trip). A signal lost later is sent again by the sweeper when the record's signal lease
+        lapses."""
+        self._ledger.accept(env, self._clock(), signal=self._dispatcher.message(env.webhook_id))
 
-        Once the record is written the webhook is accepted: a signal that cannot be published
-        (or is lost later) is sent again by the sweeper when the record's signal lease lapses.
-        """
-        self._ledger.accept(env, self._clock())
-        try:
-            self._dispatcher.signal([env.webhook_id])
-        except Exception as exc:
-            log.warning("delivery signal not published; the sweeper will send it", extra={
-                "webhook_id": env.webhook_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
+    async def submit_async(self, aclient: Any, env: Envelope, *, most_queued: int) -> bool:
+        """``submit`` on an asyncio client (the API's event loop); False, with nothing written,
+        when the delivery queue already holds ``most_queued`` signals."""
+        return await self._ledger.accept_async(
+            aclient, env, self._clock(), signal=self._dispatcher.message(env.webhook_id),
+            most_queued=most_queued)
 
     def replay(self, webhook_id: str) -> ReplayOutcome:
         """Re-enqueue one dead letter with the same id and a fresh attempt budget."""

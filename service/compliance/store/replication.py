@@ -10,6 +10,7 @@ followed by ``WAIT`` on the same connection covers everything the request wrote 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -35,4 +36,13 @@ def wait_for_replicas(client: redis.Redis, *, replicas: int, timeout_ms: int) ->
     pipe.set(keys.REPLICATION_FENCE, "1", px=60_000)
     pipe.execute_command("WAIT", replicas, timeout_ms)  # type: ignore[no-untyped-call]
     _, acknowledged = pipe.execute()
+    return ReplicaWait(acknowledged=int(acknowledged), wanted=replicas)
+
+
+async def wait_for_replicas_async(aclient: Any, *, replicas: int, timeout_ms: int) -> ReplicaWait:
+    """``wait_for_replicas`` on an asyncio client (the fence and the WAIT on one connection)."""
+    pipe = aclient.pipeline(transaction=False)
+    pipe.set(keys.REPLICATION_FENCE, "1", px=60_000)
+    pipe.execute_command("WAIT", replicas, timeout_ms)
+    _, acknowledged = await pipe.execute()
     return ReplicaWait(acknowledged=int(acknowledged), wanted=replicas)

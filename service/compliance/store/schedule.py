@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from compliance.store import keys
+from compliance.store.statuses import PUT_STATUS_FN
 
 # claim(id, hash, status key, due, leased, mark (nil: taken from the due set, not signalled),
 #       now, lease until) -> {state, env, runs}
@@ -162,6 +163,52 @@ return out
 """
 
 
+# Accepting a webhook is one script: its `pending` status record, its delivery state (envelope,
+# signal lease) and its signal on the queue, written together or not at all; with a limit, not
+# at all while the queue already holds that many signals (the API sheds load with a 503).
+# KEYS: status record, pending index, webhook hash, leased, due, queue list.
+# ARGV: record, status ttl, score, id, index prefix, envelope, hash ttl, now, signal lease until,
+# signal message ('' for none), most queued (0: no limit). Returns 1, or 0 when refused.
+_ACCEPT = PUT_STATUS_FN + """
+local most = tonumber(ARGV[11])
+if most > 0 then
+  local queued = redis.call('LLEN', KEYS[6])
+  for _, priority in ipairs({'3', '6', '9'}) do
+    queued = queued + redis.call('LLEN', KEYS[6] .. '\6\22' .. priority)
+  end
+  if queued >= most then
+    return 0
+  end
+end
+put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending')
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'env', ARGV[6], 'signalled_at', ARGV[8])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
+redis.call('ZREM', KEYS[5], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[9], ARGV[4])
+if ARGV[10] ~= '' then
+  redis.call('LPUSH', KEYS[6], ARGV[10])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Intake:
+    """One webhook being accepted: what ``ScheduleStore.accept`` writes."""
+
+    webhook_id: str
+    envelope: str  # JSON
+    record: str  # the `pending` status record, JSON
+    score: float  # the record's index score (its time)
+    status_ttl: int
+    ttl: int  # of the envelope's hash
+    now: float
+    signal_until: float  # the signal lease: when the sweeper signals it again
+    signal: str | None = None  # the queue message, or None to leave signalling to the sweeper
+    most_queued: int = 0  # refuse when the queue holds this many signals (0: never)
+
+
 class ClaimState(StrEnum):
     """What ``claim`` found."""
 
@@ -211,17 +258,32 @@ class ScheduleStore:
         self._queue_key = queue_key
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
+        self._accept = client.register_script(_ACCEPT)
         self._take_scripts: dict[int, Any] = {}
+        self._accept_scripts: dict[int, Any] = {}
 
-    def create(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int, now: float,
-               signal_until: float) -> None:
-        """A new (or replayed) webhook, about to be signalled; queued on ``pipe``."""
-        key = keys.webhook_key(webhook_id)
-        pipe.delete(key)
-        pipe.hset(key, mapping={"env": envelope, "signalled_at": repr(now)})
-        pipe.expire(key, ttl)
-        pipe.zrem(keys.DUE_INDEX, webhook_id)
-        pipe.zadd(keys.LEASE_INDEX, {webhook_id: signal_until})
+    def accept(self, intake: Intake) -> bool:
+        """A new (or replayed) webhook: record, delivery state and signal in one script (one
+        round trip); False when the queue is at ``most_queued``."""
+        return bool(self._accept(keys=self._accept_keys(intake), args=self._accept_args(intake)))
+
+    async def accept_async(self, aclient: Any, intake: Intake) -> bool:
+        """``accept`` on an asyncio client (the API's event loop, no thread)."""
+        script = self._accept_scripts.get(id(aclient))
+        if script is None:
+            script = self._accept_scripts[id(aclient)] = aclient.register_script(_ACCEPT)
+        return bool(await script(keys=self._accept_keys(intake), args=self._accept_args(intake)))
+
+    def _accept_keys(self, intake: Intake) -> list[str]:
+        return [keys.status_key(intake.webhook_id), keys.status_index("pending"),
+                keys.webhook_key(intake.webhook_id), keys.LEASE_INDEX, keys.DUE_INDEX,
+                self._queue_key]
+
+    @staticmethod
+    def _accept_args(intake: Intake) -> list[str | int]:
+        return [intake.record, intake.status_ttl, repr(intake.score), intake.webhook_id,
+                keys.STATUS_INDEX_BY, intake.envelope, intake.ttl, repr(intake.now),
+                repr(intake.signal_until), intake.signal or "", intake.most_queued]
 
     def reschedule(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int,
                    due_at: float, reset_runs: bool = True) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from compliance.api.deps import (
     AdminAuth,
+    AsyncRedisDep,
     ContainerDep,
     ProducerAuth,
     SettingsDep,
@@ -84,11 +85,15 @@ async def shed_load(container: Container, queue: str) -> None:
 
 def refuse_when_full(container: Container, queue: str) -> None:
     """The blocking half of ``shed_load`` (for callers already off the event loop)."""
-    length = container.queue_lengths()
     settings = container.settings
-    if length.get(queue, 0) >= settings.max_queue_length:
-        raise APIError(503, "overloaded", f"queue {queue} is full; retry later",
-                       headers={"Retry-After": str(settings.shed_retry_after_seconds)})
+    if container.queue_length(queue) >= settings.max_queue_length:
+        raise overloaded(settings, queue)
+
+
+def overloaded(settings: Settings, queue: str) -> APIError:
+    """The 503 of a full queue, with Retry-After."""
+    return APIError(503, "overloaded", f"queue {queue} is full; retry later",
+                    headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
 _last_unreplicated_log = float("-inf")
@@ -103,6 +108,20 @@ def await_replicas(container: Container) -> None:
         return
     outcome = replication.wait_for_replicas(container.redis, replicas=settings.redis_wait_replicas,
                                             timeout_ms=settings.redis_wait_timeout_ms)
+    _count_replica_wait(settings, outcome)
+
+
+async def await_replicas_async(container: Container, aredis: Any) -> None:
+    """``await_replicas`` on the event loop's asyncio client."""
+    settings = container.settings
+    if not settings.redis_wait_replicas:
+        return
+    outcome = await replication.wait_for_replicas_async(
+        aredis, replicas=settings.redis_wait_replicas, timeout_ms=settings.redis_wait_timeout_ms)
+    _count_replica_wait(settings, outcome)
+
+
+def _count_replica_wait(settings: Settings, outcome: replication.ReplicaWait) -> None:
     metrics.REPLICA_WAITS.labels(result="met" if outcome.met else "timeout").inc()
     global _last_unreplicated_log  # noqa: PLW0603 - one throttle per process
     if not outcome.met and time.monotonic() - _last_unreplicated_log > 10:
@@ -116,7 +135,7 @@ def await_replicas(container: Container) -> None:
 @router.post("/webhooks", status_code=202, response_model=Accepted, dependencies=[ProducerAuth],
              responses=error_responses(401, 403, 413, 422, 503))
 async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitter: SubmitterDep,
-                         request: Request) -> Accepted:
+                         aredis: AsyncRedisDep, request: Request) -> Accepted:
     """Accept a webhook and queue its delivery."""
     settings = container.settings
     check_body(body, max_depth=settings.max_json_depth, free_form=("payload",))
@@ -124,13 +143,10 @@ async def submit_webhook(body: WebhookRequest, container: ContainerDep, submitte
     cid = correlation_id.get() or ""
     env = Envelope(webhook_id=new_webhook_id(), url=body.url, event=body.event,
                    payload=body.payload, correlation_id=cid)
-
-    def shed_or_submit() -> None:  # one hop off the event loop for both blocking calls
-        refuse_when_full(container, settings.delivery_queue_name)
-        submitter.submit(env)
-        await_replicas(container)
-
-    await asyncio.to_thread(shed_or_submit)
+    # The queue-length check, the record and the signal: one script, on this event loop.
+    if not await submitter.submit_async(aredis, env, most_queued=settings.max_queue_length):
+        raise overloaded(settings, settings.delivery_queue_name)
+    await await_replicas_async(container, aredis)
     return Accepted(webhook_id=env.webhook_id, correlation_id=cid,
                     status_url=str(request.url_for("get_webhook_status", webhook_id=env.webhook_id)))
 

@@ -214,6 +214,15 @@ class Settings(BaseSettings):
     # evidence and metadata); deeper gets 422. At most 128: stored records and webhook envelopes
     # wrap it deeper, and pydantic reads JSON only ~200 levels deep (serializes 255).
     max_json_depth: int = Field(default=32, ge=1, le=128)
+    # URL path prefix the API is served under behind a proxy (the Ingress path, e.g. /compliance;
+    # empty: none). The console's links and cookie path start with it.
+    root_path: str = Field(default="", max_length=200, pattern=r"^(/[A-Za-z0-9._~-]+)*$")
+
+    # --- console ------------------------------------------------------------------------------
+    # Serve the operations console (HTML pages under /console, signed in with an API key).
+    console_enabled: bool = True
+    # Seconds a console session lives without a request (each request starts it again).
+    console_session_ttl: int = Field(default=3600, ge=60, le=86_400)
 
     # --- reports ------------------------------------------------------------------------------------
     # Import path of the ComplianceFacade implementation.

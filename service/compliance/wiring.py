@@ -33,6 +33,7 @@ from compliance.reports.workflow import Workflow
 from compliance.settings import Settings
 from compliance.store import broker
 from compliance.store.breakers import BreakerStore, SlotPolicy
+from compliance.store.console_sessions import ConsoleSessionStore
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.reports import ReportStore
 from compliance.store.schedule import ScheduleStore
@@ -97,6 +98,11 @@ class Container:
         s = self.settings
         return ReportStore(self.redis, ttl=s.report_ttl,
                            runs_ttl=s.broker_visibility_timeout * (s.max_redeliveries + 1))
+
+    @cached_property
+    def console_sessions(self) -> ConsoleSessionStore:
+        """Signed-in console browsers."""
+        return ConsoleSessionStore(self.redis, ttl=self.settings.console_session_ttl)
 
     # --- delivery ----------------------------------------------------------------------------
     @cached_property

@@ -3,66 +3,13 @@ and credentials in query strings kept out of the access log."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.services import wait_until
-
-COMPLIANCE = str(Path(sys.executable).with_name("compliance"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ApiServer:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.proc = subprocess.Popen(
-            [COMPLIANCE, "api", "--host", "127.0.0.1", "--port", str(self.port)],
-            env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-    def wait_ready(self) -> ApiServer:
-        def live() -> bool:
-            assert self.proc.poll() is None, self.log()
-            try:
-                return httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-        wait_until(live, timeout=30, message="the API did not start")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def raw(self, head: bytes) -> bytes:
-        """Send a raw request head; the answer, or b"" when the server reset the connection."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
-            with contextlib.suppress(OSError):  # refused mid-send: the answer may still be readable
-                sock.sendall(head)
-            chunks = []
-            try:
-                while data := sock.recv(65536):
-                    chunks.append(data)
-            except ConnectionResetError:
-                pass
-        return b"".join(chunks)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
+from tests.support.services import ApiServer, wait_until
 
 
 @pytest.fixture

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 import redis
 
 from compliance.localredis import LocalRedis
@@ -160,3 +163,58 @@ def flush(url: str) -> None:
     client = redis.Redis.from_url(url, retry=None)
     client.flushall()
     client.close()
+
+
+COMPLIANCE = str(Path(sys.executable).with_name("compliance"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ApiServer:
+    """A real ``compliance api`` subprocess (uvicorn) on a free loopback port."""
+
+    def __init__(self, env: Mapping[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.proc = subprocess.Popen(
+            [COMPLIANCE, "api", "--host", "127.0.0.1", "--port", str(self.port)],
+            env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def wait_ready(self) -> ApiServer:
+        def live() -> bool:
+            assert self.proc.poll() is None, self.log()
+            try:
+                return httpx.get(f"{self.url}/health/live", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+        wait_until(live, timeout=30, message="the API did not start")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def raw(self, head: bytes) -> bytes:
+        """Send a raw request head; the answer, or b"" when the server reset the connection."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+            with contextlib.suppress(OSError):  # refused mid-send: the answer may still be readable
+                sock.sendall(head)
+            chunks = []
+            try:
+                while data := sock.recv(65536):
+                    chunks.append(data)
+            except ConnectionResetError:
+                pass
+        return b"".join(chunks)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -10,7 +10,7 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 
 from compliance import __version__
-from compliance.api import errors, fleet
+from compliance.api import console, errors, fleet
 from compliance.api.health import HealthCheck, HealthChecker
 from compliance.api.http_metrics import HTTPMetrics
 from compliance.api.limits import BodySizeLimit
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     docs = settings.docs_on
     app = FastAPI(title="Compliance reporting service", version=__version__, lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
-                  openapi_url="/openapi.json" if docs else None)
+                  openapi_url="/openapi.json" if docs else None, root_path=settings.root_path)
     app.state.container = container
     app.state.reports = report_clients = reports.build_reports(container)
     app.state.health = health_checks(container, report_clients)
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     errors.install(app)
     for module in (webhooks, dead_letters, breakers, health, reports):
         app.include_router(module.router)
+    if settings.console_enabled:
+        console.install(app)
 
     app.add_middleware(HTTPMetrics)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

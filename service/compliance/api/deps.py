@@ -93,6 +93,15 @@ def _matches(presented: str, keys: list[str]) -> bool:
     return found
 
 
+def key_role(settings: Settings, presented: str) -> str | None:
+    """admin, producer, or None for an unknown key (every key compared, as ``_require`` does)."""
+    if _matches(presented, [k.get_secret_value() for k in settings.admin_api_keys]):
+        return "admin"
+    if _matches(presented, [k.get_secret_value() for k in settings.producer_api_keys]):
+        return "producer"
+    return None
+
+
 def _require(settings: Settings, presented: str | None, *, admin: bool) -> None:
     if settings.dev_mode:
         return

@@ -37,6 +37,10 @@ REPORT_RUNS_PREFIX = "compliance:report_runs:"
 REPORT_LEASE_INDEX = "compliance:schedule:reports"
 # Written just before the API's WAIT for replicas (see compliance.store.replication).
 REPLICATION_FENCE = "compliance:replication:fence"
+# Every report record by creation time, for the console's list (pruned as records expire).
+REPORT_INDEX = "compliance:index:reports"
+# Console sessions (JSON with a sliding TTL), keyed by the SHA-256 of the cookie's token.
+CONSOLE_SESSION_PREFIX = "compliance:console_session:"
 
 
 def status_key(webhook_id: str) -> str:

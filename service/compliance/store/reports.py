@@ -89,7 +89,8 @@ class ReportStore:
         pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.report_key(record.report_id), record.model_dump_json(), ex=self._ttl, nx=True)
         pipe.zadd(keys.REPORT_LEASE_INDEX, {record.report_id: lease_until})
-        created, _ = pipe.execute()
+        pipe.zadd(keys.REPORT_INDEX, {record.report_id: record.created_at}, nx=True)
+        created, *_ = pipe.execute()
         return bool(created)
 
     def lease(self, report_id: str, until: float) -> None:
@@ -122,6 +123,22 @@ class ReportStore:
         """Forget a record (used when the broker refused the task)."""
         self._r.delete(keys.report_key(report_id), f"{keys.REPORT_RUNS_PREFIX}{report_id}")
         self._r.zrem(keys.REPORT_LEASE_INDEX, report_id)
+        self._r.zrem(keys.REPORT_INDEX, report_id)
+
+    def page(self, *, offset: int, limit: int, now: float | None = None) -> tuple[list[ReportRecord], int]:
+        """(records, how many are indexed): newest first; entries older than the record TTL
+        leave the index first, and those whose record is gone leave it as they are met."""
+        now = time.time() if now is None else now
+        self._r.zremrangebyscore(keys.REPORT_INDEX, "-inf", f"({now - self._ttl!r}")
+        ids: list[str] = [_text(m) for m in self._r.zrevrange(  # type: ignore[union-attr]
+            keys.REPORT_INDEX, offset, offset + limit - 1)]
+        raws = self._r.mget([keys.report_key(i) for i in ids]) if ids else []
+        stale = [i for i, raw in zip(ids, raws, strict=True) if raw is None]  # type: ignore[arg-type]
+        if stale:
+            self._r.zrem(keys.REPORT_INDEX, *stale)
+        records = [ReportRecord.model_validate_json(raw) for raw in raws  # type: ignore[union-attr]
+                   if raw is not None]
+        return records, int(self._r.zcard(keys.REPORT_INDEX))  # type: ignore[arg-type]
 
     def count_run(self, report_id: str) -> int:
         """Count one more start of the report's task (redeliveries included)."""
@@ -131,3 +148,7 @@ class ReportStore:
         pipe.expire(key, self._runs_ttl)
         runs, _ = pipe.execute()
         return int(runs)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

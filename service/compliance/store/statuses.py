@@ -173,6 +173,20 @@ class StatusStore:
             pipe.zcard(keys.status_index(status))
         return {s.value: int(n) for s, n in zip(Status, pipe.execute(), strict=True)}
 
+    def outcomes(self, *, now: float, window: float, buckets: int) -> list[tuple[int, int]]:
+        """(delivered, failed) per equal bucket of the last ``window`` seconds, oldest first,
+        counted from the status indexes (a delivered record is indexed only as long as it
+        lives, ``status_ttl_delivered``: older buckets read low)."""
+        width = window / buckets
+        start = now - window
+        pipe = self._r.pipeline(transaction=False)
+        for status in (Status.DELIVERED, Status.FAILED):
+            for n in range(buckets):
+                low, high = start + n * width, start + (n + 1) * width
+                pipe.zcount(keys.status_index(status), repr(low), f"({high!r}")
+        counts = [int(c) for c in pipe.execute()]
+        return list(zip(counts[:buckets], counts[buckets:], strict=True))
+
     def page(
         self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page:

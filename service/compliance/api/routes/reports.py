@@ -190,6 +190,13 @@ async def get_report_content(
     format: Annotated[render.Format, Query(description="json, csv or html")] = "json",
 ) -> Response:
     """The stored report document; 409 while it is being generated, 404 when there is none."""
+    body = await report_content(reports, report_id, format)
+    return Response(body, media_type=render.MEDIA_TYPES[format])
+
+
+async def report_content(reports: Reports, report_id: str, format: render.Format) -> str:
+    """The stored document rendered as ``format``; APIError 409 while it is being generated,
+    404 when there is none (or it failed), 503 when storage is down."""
     record = await asyncio.to_thread(reports.records.get, report_id)
     if record is not None and record.status is not ReportStatus.COMPLETED:
         if record.status is ReportStatus.FAILED:
@@ -205,7 +212,7 @@ async def get_report_content(
     except StorageError as exc:
         raise APIError(503, "storage_unavailable", "report storage is unavailable; retry later",
                        headers={"Retry-After": "30"}) from exc
-    return Response(render.render(document, format), media_type=render.MEDIA_TYPES[format])
+    return render.render(document, format)
 
 
 @router.get("/frameworks", response_model=FrameworkList, dependencies=[ProducerAuth],

@@ -1,0 +1,14 @@
+"""The operations console: HTML pages under ``/console``, served by the API process."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from compliance.api.console.views import STATIC_DIR, router
+
+
+def install(app: FastAPI) -> None:
+    """Mount the console's pages and its static files (script, style) on ``app``."""
+    app.include_router(router)
+    app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

@@ -1,0 +1,135 @@
+"""What the console shows, read from the same stores the JSON routes use (blocking: call these
+off the event loop)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from compliance.delivery.models import Envelope
+from compliance.store import broker
+from compliance.store.records import Attempt, DeadLetter, WebhookStatus
+from compliance.wiring import Container
+
+CHART_WINDOW = 3600.0  # the overview's chart: the last hour ...
+CHART_BUCKETS = 60  # ... a minute per point
+
+
+@dataclass(frozen=True)
+class Chart:
+    """An SVG polyline chart (points in a 0..width x 0..height box, y down) and its scale."""
+
+    width: int
+    height: int
+    rate_points: str
+    success_points: str
+    peak_rate: float
+    buckets: int
+
+
+@dataclass
+class Overview:
+    """The numbers of the overview page."""
+
+    rate_now: float  # deliveries (delivered + failed) per second over the last 5 minutes
+    success_now: float | None  # delivered / (delivered + failed) over the last 5 minutes
+    chart: Chart
+    ready: dict[str, int]
+    scheduled: int
+    due_now: int
+    leased: int
+    broker_unacked: int
+    dead_letters: int
+    dead_letters_by_type: dict[str, int]
+    dead_letters_exact: bool
+    breakers: dict[str, int]
+    workers: int | None
+    redis_used: int
+    redis_max: int
+    at: float = field(default_factory=time.time)
+
+    @property
+    def redis_percent(self) -> float | None:
+        """Used memory against ``maxmemory`` (None when Redis has no limit)."""
+        return 100.0 * self.redis_used / self.redis_max if self.redis_max else None
+
+
+def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int = 600,
+          height: int = 160) -> Chart:
+    """Deliveries per second (scaled to the peak) and success rate (0..100 %) as polylines."""
+    rates = [(d + f) / bucket_seconds for d, f in outcomes]
+    peak = max(rates, default=0.0)
+    step = width / max(1, len(outcomes) - 1)
+
+    def y(fraction: float) -> float:
+        return round(height - fraction * height, 1)
+
+    rate_points = " ".join(f"{round(i * step, 1)},{y(r / peak if peak else 0.0)}"
+                           for i, r in enumerate(rates))
+    success = [(i, d / (d + f)) for i, (d, f) in enumerate(outcomes) if d + f]
+    success_points = " ".join(f"{round(i * step, 1)},{y(s)}" for i, s in success)
+    return Chart(width=width, height=height, rate_points=rate_points,
+                 success_points=success_points, peak_rate=peak, buckets=len(outcomes))
+
+
+def overview(container: Container, *, workers: int | None) -> Overview:
+    """Throughput, queues, DLQ, breakers and Redis memory, read now."""
+    s = container.settings
+    now = container.clock()
+    container.statuses.prune(now)
+    outcomes = container.statuses.outcomes(now=now, window=CHART_WINDOW, buckets=CHART_BUCKETS)
+    recent = outcomes[-5:]
+    delivered = sum(d for d, _ in recent)
+    finished = sum(d + f for d, f in recent)
+    schedule = container.schedule.counts(now)
+    by_type, exact = container.dead_letters.counts_by_error_type()
+    memory = container.redis.info("memory")
+    return Overview(
+        rate_now=finished / (len(recent) * CHART_WINDOW / CHART_BUCKETS),
+        success_now=delivered / finished if finished else None,
+        chart=chart(outcomes, bucket_seconds=CHART_WINDOW / CHART_BUCKETS),
+        ready=container.queue_lengths(), scheduled=schedule.scheduled, due_now=schedule.due_now,
+        leased=schedule.leased,
+        broker_unacked=sum(broker.in_flight(container.redis, prefix=s.broker_key_prefix).values()),
+        dead_letters=container.dead_letters.size(), dead_letters_by_type=by_type,
+        dead_letters_exact=exact, breakers=container.breakers.counts(now), workers=workers,
+        redis_used=int(memory.get("used_memory", 0)), redis_max=int(memory.get("maxmemory", 0)),
+        at=now)
+
+
+@dataclass
+class WebhookView:
+    """A webhook's status with its attempts, wherever they are still kept."""
+
+    status: WebhookStatus | None
+    attempts: list[Attempt]
+    attempts_from: str | None  # "live" (its envelope) or "dead letter"; None when none is kept
+    dead_letter: DeadLetter | None
+
+
+def webhook(container: Container, webhook_id: str) -> WebhookView:
+    """The status record; the attempt history from the live envelope, else the dead letter
+    (a delivered webhook keeps only its count of attempts)."""
+    status = container.statuses.get(webhook_id)
+    entry = container.dead_letters.get(webhook_id)
+    raw = container.schedule.envelope(webhook_id)
+    if raw is not None:
+        try:
+            history = Envelope.model_validate_json(raw).history
+        except ValidationError:
+            history = []
+        if history:
+            return WebhookView(status, history, "live", entry)
+    if entry is not None:
+        return WebhookView(status, entry.attempts, "dead letter", entry)
+    return WebhookView(status, [], None, None)
+
+
+def workers_from_health(components: dict[str, dict[str, Any]]) -> int | None:
+    """Workers that answered the health check's ping (None when it did not run)."""
+    celery = components.get("celery", {})
+    workers = celery.get("workers")
+    return len(workers) if isinstance(workers, list) else None

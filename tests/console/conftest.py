@@ -83,7 +83,8 @@ def stack(redis_session: tuple[str, object], tmp_path_factory: pytest.TempPathFa
     env = {**FAST_ENV, "COMPLIANCE_REDIS_URL": url, "COMPLIANCE_STORAGE_DIR": str(tmp / "reports"),
            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "COMPLIANCE_ROOT_PATH": ROOT_PATH,
            # Breakers stay open long enough to be seen open (and reset) in the browser.
-           "COMPLIANCE_BREAKER_RESET_TIMEOUT": "300"}
+           # (the visibility timeout must outlast two reset timeouts).
+           "COMPLIANCE_BREAKER_RESET_TIMEOUT": "300", "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "700"}
     settings = settings_from_env(env)
     receiver = Receiver().start()
     worker = WorkerProcess(env, kind="all", concurrency=4, log_path=tmp / "worker.log", name="c")

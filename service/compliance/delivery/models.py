@@ -42,6 +42,7 @@ def status_record(
         last_error=error[1] if error else None, last_error_type=error[0] if error else None,
         last_status_code=status_code, next_attempt_at=next_at,
         created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
+        history=env.history,
     )
 
 

@@ -18,6 +18,16 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+class Attempt(BaseModel):
+    """One delivery attempt, as kept in the status record and the dead-letter entry."""
+
+    at: float
+    status_code: int | None = None
+    error_type: str
+    message: str = ""
+    duration_seconds: float = 0.0
+
+
 class WebhookStatus(BaseModel):
     """``webhook_status:{id}``: what happened to a webhook, without its payload."""
 
@@ -34,21 +44,15 @@ class WebhookStatus(BaseModel):
     created_at: float
     updated_at: float
     correlation_id: str | None = None
+    # Every attempt of a webhook that needed more than one (time, HTTP status, error type,
+    # duration, message), for the console's detail view; a first-try delivery keeps none (its
+    # time is updated_at). Bounded by max_retries + 1; a replay starts it over.
+    history: list[Attempt] = Field(default_factory=list)
 
     @field_serializer("created_at", "updated_at", "next_attempt_at")
     def _millis(self, value: float | None) -> float | None:
         """Times to the millisecond: the record is kept for every webhook, so bytes count."""
         return None if value is None else round(value, 3)
-
-
-class Attempt(BaseModel):
-    """One delivery attempt as kept in a dead-letter entry."""
-
-    at: float
-    status_code: int | None = None
-    error_type: str
-    message: str = ""
-    duration_seconds: float = 0.0
 
 
 class DeadLetter(BaseModel):

@@ -7,9 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from compliance.delivery.models import Envelope
 from compliance.store import broker
 from compliance.store.records import Attempt, DeadLetter, WebhookStatus
 from compliance.wiring import Container
@@ -26,6 +23,7 @@ class Chart:
     height: int
     rate_points: str
     success_points: str
+    success_dots: list[tuple[float, float]]  # a point may stand alone: drawn as dots too
     peak_rate: float
     buckets: int
 
@@ -57,7 +55,7 @@ class Overview:
         return 100.0 * self.redis_used / self.redis_max if self.redis_max else None
 
 
-def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int = 600,
+def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int = 900,
           height: int = 160) -> Chart:
     """Deliveries per second (scaled to the peak) and success rate (0..100 %) as polylines."""
     rates = [(d + f) / bucket_seconds for d, f in outcomes]
@@ -69,10 +67,11 @@ def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int 
 
     rate_points = " ".join(f"{round(i * step, 1)},{y(r / peak if peak else 0.0)}"
                            for i, r in enumerate(rates))
-    success = [(i, d / (d + f)) for i, (d, f) in enumerate(outcomes) if d + f]
-    success_points = " ".join(f"{round(i * step, 1)},{y(s)}" for i, s in success)
+    dots = [(round(i * step, 1), y(d / (d + f))) for i, (d, f) in enumerate(outcomes) if d + f]
+    success_points = " ".join(f"{x},{y_}" for x, y_ in dots)
     return Chart(width=width, height=height, rate_points=rate_points,
-                 success_points=success_points, peak_rate=peak, buckets=len(outcomes))
+                 success_points=success_points, success_dots=dots, peak_rate=peak,
+                 buckets=len(outcomes))
 
 
 def overview(container: Container, *, workers: int | None) -> Overview:
@@ -102,30 +101,19 @@ def overview(container: Container, *, workers: int | None) -> Overview:
 
 @dataclass
 class WebhookView:
-    """A webhook's status with its attempts, wherever they are still kept."""
+    """A webhook's status with its attempts, and its dead letter when it has one."""
 
     status: WebhookStatus | None
     attempts: list[Attempt]
-    attempts_from: str | None  # "live" (its envelope) or "dead letter"; None when none is kept
     dead_letter: DeadLetter | None
 
 
 def webhook(container: Container, webhook_id: str) -> WebhookView:
-    """The status record; the attempt history from the live envelope, else the dead letter
-    (a delivered webhook keeps only its count of attempts)."""
+    """The status record with its attempts; the dead letter's when the record has expired."""
     status = container.statuses.get(webhook_id)
     entry = container.dead_letters.get(webhook_id)
-    raw = container.schedule.envelope(webhook_id)
-    if raw is not None:
-        try:
-            history = Envelope.model_validate_json(raw).history
-        except ValidationError:
-            history = []
-        if history:
-            return WebhookView(status, history, "live", entry)
-    if entry is not None:
-        return WebhookView(status, entry.attempts, "dead letter", entry)
-    return WebhookView(status, [], None, None)
+    attempts = status.history if status is not None else entry.attempts if entry else []
+    return WebhookView(status, attempts, entry)
 
 
 def workers_from_health(components: dict[str, dict[str, Any]]) -> int | None:

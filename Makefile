@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm bench-replica-wait clean lock
+.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm bench-replica-wait clean lock console-screenshots
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(DEPS_STAMP)
 
 typecheck: $(DEPS_STAMP)
 	$(VENV)/bin/mypy
+
+## console-screenshots: run the console's browser tier and keep its screenshots in docs/console/
+console-screenshots: setup
+	CONSOLE_SCREENSHOTS_DIR=docs/console $(VENV)/bin/pytest tests/console -q
 
 ## lock: regenerate constraints.txt (the image's exact runtime set) after changing dependencies
 lock:

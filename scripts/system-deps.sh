@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system tools the project needs, when missing: redis-server (run and test),
-# promtool (test). Uses apt-get when it can; otherwise explains what to install.
+# promtool and chromium (test: the console's browser tier drives Debian's chromium through
+# Playwright, whose own browser download is not used). Uses apt-get when it can; otherwise explains what to install.
 set -euo pipefail
 purpose=${1:-test}
 need=()
@@ -8,6 +9,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 if [[ $purpose == test ]]; then
   command -v promtool >/dev/null || need+=(prometheus)
   command -v openssl >/dev/null || need+=(openssl)
+  command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
 fi
 [[ ${#need[@]} -eq 0 ]] && exit 0
 # apt-get needs root: ours, or sudo without a password (-n never prompts). When neither works,
@@ -42,6 +44,11 @@ if ! $installed; then
   fi
   if [[ $purpose == test && " ${need[*]} " == *" prometheus "* ]]; then
     echo "error: promtool is required for the tests: install Debian's 'prometheus' package" >&2
+    exit 1
+  fi
+  if [[ $purpose == test && " ${need[*]} " == *" chromium "* ]]; then
+    echo "error: chromium is required for the console tests (tests/console): install Debian's" \
+         "'chromium' package, or point CONSOLE_CHROMIUM at a Chromium binary" >&2
     exit 1
   fi
 fi

@@ -14,6 +14,7 @@ from compliance.api import console, errors, fleet
 from compliance.api.health import HealthCheck, HealthChecker
 from compliance.api.http_metrics import HTTPMetrics
 from compliance.api.limits import BodySizeLimit
+from compliance.api.root_path import RootPath
 from compliance.api.routes import breakers, dead_letters, health, reports, webhooks
 from compliance.api.security_headers import SecurityHeaders
 from compliance.observability import metrics
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     docs = settings.docs_on
     app = FastAPI(title="Compliance reporting service", version=__version__, lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
-                  openapi_url="/openapi.json" if docs else None, root_path=settings.root_path)
+                  openapi_url="/openapi.json" if docs else None)
     app.state.container = container
     app.state.reports = report_clients = reports.build_reports(container)
     app.state.health = health_checks(container, report_clients)
@@ -73,7 +74,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.add_middleware(CorrelationIdMiddleware, header_name="X-Correlation-ID",
                        update_request_header=True,
                        validator=valid_correlation_id)
-    app.add_middleware(SecurityHeaders)  # outermost: the 413 of BodySizeLimit gets them too
+    app.add_middleware(SecurityHeaders)  # the 413 of BodySizeLimit gets them too
+    if settings.root_path:
+        app.add_middleware(RootPath, root_path=settings.root_path)  # outermost: all see one path
     return app
 
 

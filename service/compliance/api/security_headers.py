@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from compliance.api.root_path import route_path
+
 # Report HTML has one inline <style> and nothing else to load.
 STRICT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
               "form-action 'none'; frame-ancestors 'none'; sandbox")
@@ -28,7 +30,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope.get("path", "")
+        path = route_path(scope)  # below COMPLIANCE_ROOT_PATH, when one is set
         report_content = path.startswith("/reports/") and path.endswith("/content")
 
         async def with_headers(message: Message) -> None:

@@ -189,3 +189,24 @@ def test_overview_reads_every_number(settings, r, role_key):
         assert live.status_code == 200 and "Redis memory" in live.text
     finally:
         client.__exit__(None, None, None)
+
+
+def test_cleanup_asks_first_then_deletes_what_it_said(settings, r):
+    statuses = StatusStore(r, settings)
+    now = time.time()
+    for i, status in enumerate([Status.FAILED, Status.FAILED, Status.PENDING]):
+        statuses.put(WebhookStatus(webhook_id=f"wh_{i}", destination="https://e.com", event="e",
+                                   status=status, created_at=now - 86400 * 3, updated_at=now - 86400 * 3))
+    client = signed_in(settings)
+    try:
+        confirm = client.get("/console/cleanup?status=failed&older_than_days=2")
+        assert confirm.status_code == 200 and "Delete every failed status record" in confirm.text
+        assert statuses.count(Status.FAILED) == 2  # asking deletes nothing
+        done = client.post("/console/cleanup", data={"csrf": csrf_of(client), "status": "failed",
+                                                     "older_than_days": "2"})
+        assert done.status_code == 200 and "Deleted 2 failed status records" in done.text
+        assert statuses.count(Status.FAILED) == 0 and statuses.count(Status.PENDING) == 1
+        no_token = client.post("/console/cleanup", data={"status": "", "older_than_days": "0"})
+        assert no_token.status_code == 403 and statuses.count(Status.PENDING) == 1
+    finally:
+        client.__exit__(None, None, None)

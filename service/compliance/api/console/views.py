@@ -105,10 +105,18 @@ def redirect(request: Request, path: str) -> RedirectResponse:
                             headers=PAGE_HEADERS)
 
 
-async def health_workers(request: Request) -> int | None:
-    """Workers that answer, from the (cached) health checks."""
-    _, components = await request.app.state.health.check()
-    return service.workers_from_health(components)
+async def health(request: Request) -> tuple[str, dict[str, str], int | None]:
+    """(overall, each component's state, workers answering) from the (cached) health checks."""
+    overall, components = await request.app.state.health.check()
+    states = {name: str(c.get("status", "unknown")) for name, c in components.items()}
+    return overall, states, service.workers_from_health(components)
+
+
+async def overview_context(request: Request, container: Container) -> dict[str, Any]:
+    """What the overview and its live region show."""
+    overall, states, workers = await health(request)
+    overview = await asyncio.to_thread(service.overview, container, workers=workers)
+    return {"o": overview, "health": overall, "components": states}
 
 
 # --- sign-in and overview ----------------------------------------------------------------------
@@ -121,9 +129,8 @@ async def home(request: Request, user: UserDep, container: ContainerDep) -> Resp
         response = page(request, "signin.html", None, signin_token=token)
         auth.set_cookie(response, request, auth.SIGNIN_COOKIE, token, max_age=3600)
         return response
-    overview = await asyncio.to_thread(service.overview, container,
-                                       workers=await health_workers(request))
-    return page(request, "overview.html", user, o=overview, nav="overview")
+    return page(request, "overview.html", user, nav="overview",
+                **await overview_context(request, container))
 
 
 @router.get("/live/overview", response_class=HTMLResponse)
@@ -131,9 +138,7 @@ async def live_overview(request: Request, user: UserDep, container: ContainerDep
     """The overview's live region."""
     if user is None:
         return denied(request, None, ConsoleDenied(401, "signed out"))
-    overview = await asyncio.to_thread(service.overview, container,
-                                       workers=await health_workers(request))
-    return page(request, "_overview.html", user, o=overview)
+    return page(request, "_overview.html", user, **await overview_context(request, container))
 
 
 @router.post("/sign-in", response_class=HTMLResponse)
@@ -260,40 +265,41 @@ async def cleanup_confirm(request: Request, user: UserDep, status: StatusFilter 
     try:
         auth.require_admin(user)
         selected = _status(status)
-        if selected is None:
-            raise ConsoleDenied(400, "Pick a status to clean up.")
     except ConsoleDenied as exc:
         return denied(request, user, exc)
+    which = f"{selected.value} " if selected else ""
     return page(request, "confirm.html", user, nav="webhooks", action="/cleanup",
                 title="Delete status records",
-                question=f"Delete every {selected.value} status record older than "
+                question=f"Delete every {which}status record older than "
                          f"{older_than_days:g} days? This cannot be undone.",
-                fields={"status": selected.value, "older_than_days": f"{older_than_days:g}"},
+                fields={"status": selected.value if selected else "", "older_than_days": f"{older_than_days:g}"},
                 button="Delete records", back="/webhooks")
 
 
 @router.post("/cleanup", response_class=HTMLResponse)
 async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> Response:
-    """Delete status records of a status older than an age (admin, confirmed)."""
+    """Delete status records (of a status, or any) older than an age (admin, confirmed)."""
     try:
         user = signed_in(request, user)
         fields = await auth.form_fields(request)
         auth.check_csrf(request, user, fields)
         auth.require_admin(user)
+        status = _status(fields.get("status", ""))
         try:
-            status = Status(fields.get("status", ""))
             days = float(fields.get("older_than_days", ""))
         except ValueError as exc:
-            raise ConsoleDenied(400, "Status and age are required.") from exc
+            raise ConsoleDenied(400, "An age in days is required.") from exc
         if not math.isfinite(days) or not 0 <= days <= 3650:
             raise ConsoleDenied(400, "The age must be between 0 and 3650 days.")
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     deleted = await asyncio.to_thread(container.statuses.cleanup, status=status,
                                       older_than_seconds=days * 86400)
-    log.info("console cleanup", extra={"status": status.value, "deleted": deleted})
+    which = f"{status.value} " if status else ""
+    log.info("console cleanup", extra={"status": which.strip() or "any", "deleted": deleted})
     return page(request, "result.html", user, nav="webhooks", title="Cleanup done",
-                lines=[f"Deleted {deleted} {status.value} status records."], back="/webhooks")
+                lines=[f"Deleted {deleted} {which}status records older than {days:g} days."],
+                back="/webhooks")
 
 
 # --- dead letters ----------------------------------------------------------------------------------

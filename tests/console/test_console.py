@@ -77,6 +77,10 @@ def test_overview_and_webhook_list_update_without_reload(context, stack: Stack, 
     shoot(page, "webhooks")
     badge.and_(page.locator("[data-status='delivered']")).wait_for(timeout=20_000)
     assert page.evaluate("window.__noReload") == "still here"  # the same document: no reload
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its box
+    shoot(page, "webhooks-390")
+    page.set_viewport_size({"width": 1280, "height": 900})
     assert stack.container.statuses.get(str(accepted["webhook_id"])).status is Status.DELIVERED
 
     # The overview counts it, and its chart has a point for it, also without a reload.
@@ -92,7 +96,15 @@ def test_open_a_dead_letter_replay_it_and_watch_it_turn_delivered(context, stack
     path = unique("refuses-once")
     webhook_id = dead_letter(stack, path)  # the next delivery to `path` gets the default 200
     page = sign_in(context, stack)
-    page.get_by_role("link", name="Dead letters").click()
+    # Keyboard only: Tab reaches the navigation (after the skip link), Enter follows it.
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent.trim()") == "Dead letters":
+            break
+    else:
+        pytest.fail("Tab never reached the Dead letters link")
+    page.keyboard.press("Enter")
+    page.get_by_role("heading", name="Dead letters").wait_for()
     page.get_by_role("link", name=webhook_id).click()
     page.get_by_role("heading", name=f"Dead letter {webhook_id}").wait_for()
     assert page.locator("td", has_text="400").count() >= 1
@@ -102,7 +114,8 @@ def test_open_a_dead_letter_replay_it_and_watch_it_turn_delivered(context, stack
     page.get_by_role("heading", name="Replay a dead letter").wait_for()
     shoot(page, "confirm-replay")
     assert stack.container.dead_letters.get(webhook_id) is not None  # nothing sent before confirming
-    page.get_by_role("button", name="Replay").click()
+    page.get_by_role("button", name="Replay").focus()
+    page.keyboard.press("Enter")
     page.get_by_role("heading", name=f"Webhook {webhook_id}").wait_for()
     page.evaluate("window.__noReload = 1")
     page.locator("#webhook-status[data-status='delivered']").wait_for(timeout=20_000)

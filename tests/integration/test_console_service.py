@@ -92,6 +92,12 @@ def test_bad_input_gets_a_clear_4xx_page(settings):
                                                         "older_than_days": "nan"})
         assert cleanup.status_code == 400
         assert client.get("/console/reports/rpt_nope/download").status_code in (404, 422)
+        crowded = "&".join(f"f{i}=x" for i in range(60))
+        many = client.post("/console/breakers/reset", content=f"csrf={csrf}&{crowded}",
+                           headers={"content-type": "application/x-www-form-urlencoded"})
+        assert many.status_code == 400
+        assert client.post("/console/sign-in", content=crowded,
+                           headers={"content-type": "application/x-www-form-urlencoded"}).status_code == 400
     finally:
         client.__exit__(None, None, None)
 

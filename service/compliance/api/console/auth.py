@@ -105,11 +105,16 @@ def new_signin_token() -> str:
 
 
 async def form_fields(request: Request) -> dict[str, str]:
-    """The fields of an urlencoded form (first value of each); other bodies give none."""
+    """The fields of an urlencoded form (first value of each); other bodies give none; too many
+    fields are a ConsoleDenied(400)."""
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return {}
     body = (await request.body()).decode("utf-8", errors="replace")
-    return {name: values[0] for name, values in parse_qs(body, max_num_fields=50).items()}
+    try:
+        fields = parse_qs(body, max_num_fields=50)
+    except ValueError as exc:  # more fields than any console form has
+        raise ConsoleDenied(400, "That form has too many fields.") from exc
+    return {name: values[0] for name, values in fields.items()}
 
 
 def check_csrf(request: Request, user: User, fields: dict[str, str]) -> None:

@@ -144,7 +144,10 @@ async def live_overview(request: Request, user: UserDep, container: ContainerDep
 @router.post("/sign-in", response_class=HTMLResponse)
 async def sign_in(request: Request, container: ContainerDep) -> Response:
     """Check the key once and start a session; the key itself is not kept anywhere."""
-    fields = await auth.form_fields(request)
+    try:
+        fields = await auth.form_fields(request)
+    except ConsoleDenied as exc:
+        return denied(request, None, exc)
     expected = request.cookies.get(auth.SIGNIN_COOKIE, "")
     presented = fields.get(auth.CSRF_FIELD, "")
     if not expected or not presented or not hmac.compare_digest(presented, expected):
@@ -272,7 +275,8 @@ async def cleanup_confirm(request: Request, user: UserDep, status: StatusFilter 
                 title="Delete status records",
                 question=f"Delete every {which}status record older than "
                          f"{older_than_days:g} days? This cannot be undone.",
-                fields={"status": selected.value if selected else "", "older_than_days": f"{older_than_days:g}"},
+                fields={"status": selected.value if selected else "",
+                        "older_than_days": f"{older_than_days:g}"},
                 button="Delete records", back="/webhooks")
 
 

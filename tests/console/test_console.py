@@ -65,7 +65,8 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_session_cookie(context, s
 def test_overview_and_webhook_list_update_without_reload(context, stack: Stack, shoot) -> None:
     page = sign_in(context, stack)
     path = unique("slow")
-    stack.receiver.script(path, Reply(status=200, delay=3.0))
+    # Slow answers keep it pending, then retrying, long enough to be seen; 503 first, then 200.
+    stack.receiver.script(path, Reply(status=503, delay=2.0), Reply(status=200, delay=2.0))
     page.get_by_role("link", name="Webhooks").click()
     page.get_by_role("heading", name="Webhooks").wait_for()
     page.evaluate("window.__noReload = 'still here'")
@@ -81,6 +82,14 @@ def test_overview_and_webhook_list_update_without_reload(context, stack: Stack, 
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its box
     shoot(page, "webhooks-390")
     page.set_viewport_size({"width": 1280, "height": 900})
+    # Its detail lists both attempts: the 503 and the 200.
+    page.get_by_role("link", name=str(accepted["webhook_id"])).click()
+    attempts = page.locator("#webhook-detail tbody tr")
+    attempts.nth(1).wait_for()
+    assert attempts.count() == 2
+    assert attempts.nth(0).get_by_role("cell", name="503", exact=True).count() == 1
+    assert attempts.nth(1).get_by_role("cell", name="200", exact=True).count() == 1
+    shoot(page, "webhook-retried")
     assert stack.container.statuses.get(str(accepted["webhook_id"])).status is Status.DELIVERED
 
     # The overview counts it, and its chart has a point for it, also without a reload.
@@ -120,8 +129,8 @@ def test_open_a_dead_letter_replay_it_and_watch_it_turn_delivered(context, stack
     page.evaluate("window.__noReload = 1")
     page.locator("#webhook-status[data-status='delivered']").wait_for(timeout=20_000)
     assert page.evaluate("window.__noReload") == 1
-    # Its attempts since the replay: one, answered 200 (the history starts over on a replay).
-    page.locator("#webhook-detail").get_by_role("cell", name="200", exact=True).wait_for()
+    # The replay started its attempts over: delivered at the first one.
+    page.locator("#first-try").wait_for()
     shoot(page, "webhook")
     assert stack.container.dead_letters.get(webhook_id) is None
     assert len(stack.receiver.received(path)) == 2

@@ -42,8 +42,17 @@ def status_record(
         last_error=error[1] if error else None, last_error_type=error[0] if error else None,
         last_status_code=status_code, next_attempt_at=next_at,
         created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
-        history=env.history,
+        history=kept_history(env, status),
     )
+
+
+def kept_history(env: Envelope, status: Status) -> list[Attempt] | None:
+    """The attempts a status record keeps: all of them, except for a first-try delivery, which
+    keeps none (its one attempt is the record's ``updated_at``; most webhooks are delivered
+    first try, and every byte of a record is paid for each of them)."""
+    if not env.history or (status is Status.DELIVERED and env.attempts <= 1):
+        return None
+    return env.history
 
 
 def dead_letter(

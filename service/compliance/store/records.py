@@ -47,7 +47,7 @@ class WebhookStatus(BaseModel):
     # Every attempt of a webhook that needed more than one (time, HTTP status, error type,
     # duration, message), for the console's detail view; a first-try delivery keeps none (its
     # time is updated_at). Bounded by max_retries + 1; a replay starts it over.
-    history: list[Attempt] = Field(default_factory=list)
+    history: list[Attempt] | None = None
 
     @field_serializer("created_at", "updated_at", "next_attempt_at")
     def _millis(self, value: float | None) -> float | None:

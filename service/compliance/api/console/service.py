@@ -112,7 +112,10 @@ def webhook(container: Container, webhook_id: str) -> WebhookView:
     """The status record with its attempts; the dead letter's when the record has expired."""
     status = container.statuses.get(webhook_id)
     entry = container.dead_letters.get(webhook_id)
-    attempts = status.history if status is not None else entry.attempts if entry else []
+    if status is not None:
+        attempts = status.history or []
+    else:
+        attempts = entry.attempts if entry else []
     return WebhookView(status, attempts, entry)
 
 

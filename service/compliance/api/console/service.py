@@ -112,10 +112,8 @@ def webhook(container: Container, webhook_id: str) -> WebhookView:
     """The status record with its attempts; the dead letter's when the record has expired."""
     status = container.statuses.get(webhook_id)
     entry = container.dead_letters.get(webhook_id)
-    if status is not None:
-        attempts = status.history or []
-    else:
-        attempts = entry.attempts if entry else []
+    kept = status.history if status is not None else entry.attempts if entry else None
+    attempts = kept or []
     return WebhookView(status, attempts, entry)
 
 

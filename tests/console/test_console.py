@@ -136,7 +136,7 @@ def test_open_a_dead_letter_replay_it_and_watch_it_turn_delivered(context, stack
     assert len(stack.receiver.received(path)) == 2
 
 
-def test_bulk_replay_dry_run_counts_before_sending(context, stack: Stack) -> None:
+def test_bulk_replay_dry_run_counts_before_sending(context, stack: Stack, shoot) -> None:
     path = unique("bulk")
     ids = [dead_letter(stack, path) for _ in range(2)]
     page = sign_in(context, stack)
@@ -144,11 +144,16 @@ def test_bulk_replay_dry_run_counts_before_sending(context, stack: Stack) -> Non
     page.get_by_label("Destination starts with").first.fill(stack.receiver.url(path))
     page.get_by_role("button", name="Dry run…").click()
     page.get_by_text("2 dead letters would be replayed").wait_for()
+    shoot(page, "bulk-dry-run")
     assert all(stack.container.dead_letters.get(i) is not None for i in ids)  # a dry run sends nothing
     page.get_by_role("button", name="Replay 2").click()
     page.get_by_text("Matched 2, replayed 2").wait_for()
-    wait_until(lambda: all(stack.container.statuses.get(i).status is Status.DELIVERED for i in ids),
-               timeout=20, message="bulk-replayed webhooks not delivered")
+    # The result lists them and shows them turning delivered, in place.
+    for webhook_id in ids:
+        page.locator(f"#replayed tr[data-webhook='{webhook_id}'] [data-status='delivered']").wait_for(
+            timeout=20_000)
+    assert all(stack.container.statuses.get(i).status is Status.DELIVERED for i in ids)
+    shoot(page, "bulk-replay")
 
 
 def test_reset_an_open_breaker_after_confirming(context, stack: Stack, shoot) -> None:

@@ -93,6 +93,7 @@ class Submitter:
             else:
                 if outcome is ReplayOutcome.REPLAYED:
                     counts.replayed += 1
+                    counts.replayed_ids.append(entry.webhook_id)
                 else:
                     counts.skipped += 1
             if on_progress:
@@ -111,6 +112,7 @@ class ReplayCounts:
     skipped: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    replayed_ids: list[str] = field(default_factory=list)  # in the order they were replayed
 
 
 def _take(items: Iterator[DeadLetter], limit: int) -> Iterator[DeadLetter]:

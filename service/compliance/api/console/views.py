@@ -418,10 +418,28 @@ async def bulk_replay(request: Request, user: UserDep, container: ContainerDep) 
                     fields={**kept, "confirmed": "yes"}, button=f"Replay {counts.matched}",
                     back="/dead-letters", matched=counts.matched)
     log.info("console bulk replay", extra={"matched": counts.matched, "replayed": counts.replayed})
-    return page(request, "result.html", user, nav="dead-letters", title="Bulk replay done",
-                lines=[f"Matched {counts.matched}, replayed {counts.replayed}, skipped "
-                       f"{counts.skipped} (being replayed), failed {counts.failed}."],
-                back="/dead-letters")
+    shown = counts.replayed_ids[:SHOWN_REPLAYS]
+    return page(request, "bulk_result.html", user, nav="dead-letters", counts=counts,
+                ids=shown, statuses=await asyncio.to_thread(_statuses, container, shown),
+                query=urlencode([("id", i) for i in shown]))
+
+
+SHOWN_REPLAYS = 50  # a bulk replay's result lists this many of the replayed webhooks, live
+
+
+def _statuses(container: Container, ids: list[str]) -> dict[str, Any]:
+    return {webhook_id: container.statuses.get(webhook_id) for webhook_id in ids}
+
+
+@router.get("/live/statuses", response_class=HTMLResponse)
+async def live_statuses(request: Request, user: UserDep, container: ContainerDep,
+                        id: Annotated[list[str], Query(max_length=SHOWN_REPLAYS)]) -> Response:
+    """The live rows of a bulk replay's result: each webhook's current status."""
+    if user is None:
+        return denied(request, None, ConsoleDenied(401, "signed out"))
+    ids = [i for i in id if 0 < len(i) <= 128]
+    return page(request, "_status_rows.html", user, ids=ids,
+                statuses=await asyncio.to_thread(_statuses, container, ids))
 
 
 # --- breakers --------------------------------------------------------------------------------------

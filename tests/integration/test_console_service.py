@@ -181,6 +181,7 @@ def test_dead_letters_by_error_type(r, settings):
         store.put(DeadLetter(webhook_id=f"wh_{i}", destination="https://e.com", event="e", payload={},
                              error_type=kind, error="x", created_at=now, failed_at=now))
     assert store.counts_by_error_type() == ({"timeout": 2, "http_5xx": 1}, True)
+    assert store.counts_by_error_type(limit=2) == ({"timeout": 1, "http_5xx": 1}, False)  # newest 2
 
 
 @pytest.mark.parametrize("role_key", [ADMIN_KEY, PRODUCER_KEY])

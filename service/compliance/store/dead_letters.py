@@ -103,14 +103,15 @@ class DeadLetterStore:
         self.prune()
         return int(self._r.zcard(keys.DEAD_LETTER_INDEX))
 
-    def counts_by_error_type(self) -> tuple[dict[str, int], bool]:
-        """(dead letters by error type, exact): reads entries one by one, at most
-        ``count_scan_limit`` of them; past that the counts are of the newest only."""
+    def counts_by_error_type(self, limit: int | None = None) -> tuple[dict[str, int], bool]:
+        """(dead letters by error type, exact): reads entries one by one, newest first, at most
+        ``limit`` (default ``count_scan_limit``) of them; past that the counts are of those."""
+        limit = limit or self.count_scan_limit
         counts: dict[str, int] = {}
         entries = self._scan()
         for scanned, entry in enumerate(entries, start=1):
             counts[entry.error_type] = counts.get(entry.error_type, 0) + 1
-            if scanned >= self.count_scan_limit:
+            if scanned >= limit:
                 return counts, next(entries, None) is None
         return counts, True
 

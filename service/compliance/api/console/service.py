@@ -13,6 +13,9 @@ from compliance.wiring import Container
 
 CHART_WINDOW = 3600.0  # the overview's chart: the last hour ...
 CHART_BUCKETS = 60  # ... a minute per point
+# The overview counts dead letters by error type over the newest this many entries: it is read
+# on every refresh, and each entry is a read and a parse.
+DLQ_TYPE_SAMPLE = 1000
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ def overview(container: Container, *, workers: int | None) -> Overview:
     delivered = sum(d for d, _ in recent)
     finished = sum(d + f for d, f in recent)
     schedule = container.schedule.counts(now)
-    by_type, exact = container.dead_letters.counts_by_error_type()
+    by_type, exact = container.dead_letters.counts_by_error_type(DLQ_TYPE_SAMPLE)
     memory = container.redis.info("memory")
     return Overview(
         rate_now=finished / (len(recent) * CHART_WINDOW / CHART_BUCKETS),

@@ -40,6 +40,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store",
                 "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 LIVE_MS = 2000  # how often live regions refresh
+OVERVIEW_MS = 5000  # the overview reads more (health checks, a DLQ sample): less often
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -116,7 +117,8 @@ async def overview_context(request: Request, container: Container) -> dict[str, 
     """What the overview and its live region show."""
     overall, states, workers = await health(request)
     overview = await asyncio.to_thread(service.overview, container, workers=workers)
-    return {"o": overview, "health": overall, "components": states}
+    return {"o": overview, "health": overall, "components": states,
+            "dlq_sample": service.DLQ_TYPE_SAMPLE, "live_ms": OVERVIEW_MS}
 
 
 # --- sign-in and overview ----------------------------------------------------------------------
@@ -509,6 +511,17 @@ async def reports(request: Request, user: UserDep, reports: ReportsDep,
     items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25)
     return page(request, "reports.html", user, nav="reports", items=items, total=total,
                 offset=offset, limit=25)
+
+
+@router.get("/live/reports", response_class=HTMLResponse)
+async def live_reports(request: Request, user: UserDep, reports: ReportsDep,
+                       offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> Response:
+    """The report list's live rows."""
+    if user is None:
+        return denied(request, None, ConsoleDenied(401, "signed out"))
+    items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25)
+    return page(request, "_report_rows.html", user, items=items, total=total, offset=offset,
+                limit=25)
 
 
 @router.get("/reports/{report_id}/download")

@@ -19,9 +19,11 @@ from tests.chart.render import (
     ROOT,
     SCENARIOS,
     by_kind,
+    docs_of,
     helm,
     monitoring_crds_dir,
     rendered,
+    template,
     tools_bin,
 )
 from tests.support.scripts import import_script
@@ -478,3 +480,24 @@ def test_worker_liveness_runs_the_heartbeat_check(version):
     for worker in workers:
         (container,) = worker["spec"]["template"]["spec"]["containers"]
         assert container["livenessProbe"]["exec"]["command"] == ["compliance", "worker-alive"]
+
+
+def test_ingress_serves_the_api_and_its_console_under_its_path():
+    docs = docs_of(template("api.ingress.enabled=true", "api.ingress.path=/compliance",
+                            "api.ingress.host=c.example.com").stdout)
+    ingress = by_kind(docs, "Ingress")[0]
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "c.example.com"
+    path = rule["http"]["paths"][0]
+    assert path["path"] == "/compliance" and path["pathType"] == "Prefix"
+    service = by_kind(docs, "Service")
+    api = next(s for s in service if s["metadata"]["name"] == path["backend"]["service"]["name"])
+    assert path["backend"]["service"]["port"]["name"] in {p["name"] for p in api["spec"]["ports"]}
+    config = next(c for c in by_kind(docs, "ConfigMap") if "COMPLIANCE_QUEUE_NAME" in c["data"])
+    assert config["data"]["COMPLIANCE_ROOT_PATH"] == "/compliance"  # the console's links carry it
+    plain = docs_of(template("api.ingress.enabled=true").stdout)
+    config = next(c for c in by_kind(plain, "ConfigMap") if "COMPLIANCE_QUEUE_NAME" in c["data"])
+    assert "COMPLIANCE_ROOT_PATH" not in config["data"]
+    assert not by_kind(docs_of(template().stdout), "Ingress")  # off by default
+    refused = template("api.ingress.enabled=true", "api.ingress.path=compliance", check=False)
+    assert refused.returncode != 0  # a path must start with /

@@ -109,6 +109,8 @@ def browser(stack: Stack) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
+        # Debian's chromium, not Playwright's download; no sandbox: CI containers run as root,
+        # where Chromium refuses its sandbox.
         launched = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
                                               args=["--no-sandbox"])
         yield launched

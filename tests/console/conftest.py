@@ -84,7 +84,9 @@ def stack(redis_session: tuple[str, object], tmp_path_factory: pytest.TempPathFa
            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), "COMPLIANCE_ROOT_PATH": ROOT_PATH,
            # Breakers stay open long enough to be seen open (and reset) in the browser.
            # (the visibility timeout must outlast two reset timeouts).
-           "COMPLIANCE_BREAKER_RESET_TIMEOUT": "300", "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "700"}
+           "COMPLIANCE_BREAKER_RESET_TIMEOUT": "300", "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "700",
+           # Receivers that answer slowly (so a pending webhook can be seen) must not time out.
+           "COMPLIANCE_READ_TIMEOUT": "10"}
     settings = settings_from_env(env)
     receiver = Receiver().start()
     worker = WorkerProcess(env, kind="all", concurrency=4, log_path=tmp / "worker.log", name="c")

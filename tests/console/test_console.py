@@ -66,7 +66,7 @@ def test_overview_and_webhook_list_update_without_reload(context, stack: Stack, 
     page = sign_in(context, stack)
     path = unique("slow")
     # Slow answers keep it pending, then retrying, long enough to be seen; 503 first, then 200.
-    stack.receiver.script(path, Reply(status=503, delay=2.0), Reply(status=200, delay=2.0))
+    stack.receiver.script(path, Reply(status=503, delay=3.0), Reply(status=200, delay=2.0))
     page.get_by_role("link", name="Webhooks").click()
     page.get_by_role("heading", name="Webhooks").wait_for()
     page.evaluate("window.__noReload = 'still here'")

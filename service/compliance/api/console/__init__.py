@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from compliance.api.console.views import STATIC_DIR, router
+from compliance.api.console import admin, views
+from compliance.api.console.pages import STATIC_DIR
 
 
 def install(app: FastAPI) -> None:
     """Mount the console's pages and its static files (script, style) on ``app``."""
-    app.include_router(router)
+    app.include_router(views.router)
+    app.include_router(admin.router)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")

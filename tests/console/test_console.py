@@ -95,6 +95,13 @@ def test_overview_and_webhook_list_update_without_reload(context, stack: Stack, 
     # The overview counts it, and its chart has a point for it, also without a reload.
     page.get_by_role("link", name="Overview").click()
     page.locator("svg.chart polyline.rate").wait_for()
+    page.locator("svg.chart circle.success-dot").first.wait_for()  # a minute with a delivery
+    # A new dead letter shows up in the overview's count by itself.
+    page.evaluate("window.__noReload = 'overview'")
+    before = int(page.locator("#dlq-size").inner_text())
+    dead_letter(stack, unique("overview"))
+    page.locator("#dlq-size", has_text=str(before + 1)).wait_for(timeout=15_000)
+    assert page.evaluate("window.__noReload") == "overview"
     shoot(page, "overview")
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scroll

@@ -97,6 +97,7 @@ async def sign_in(request: Request, container: ContainerDep) -> Response:
                         error="That API key is not valid here.")
         auth.set_cookie(response, request, auth.SIGNIN_COOKIE, fresh, max_age=3600)
         return response
+    log.info("console sign-in")
     done = redirect(request, "")
     auth.set_cookie(done, request, auth.SESSION_COOKIE, token)
     auth.clear_cookie(done, request, auth.SIGNIN_COOKIE)

@@ -16,8 +16,7 @@ from fastapi.testclient import TestClient
 
 from compliance.api.app import create_app
 from compliance.localredis import free_port
-from tests.integration.test_server_hardening import ApiServer
-from tests.support.services import ADMIN_KEY, settings_from_env
+from tests.support.services import ADMIN_KEY, ApiServer, settings_from_env
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 CONFIG = Path(__file__).with_name("schemathesis.toml")

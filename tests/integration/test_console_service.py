@@ -190,6 +190,8 @@ def test_overview_reads_every_number(settings, r, role_key):
     assert view.dead_letters == 0 and view.workers == 2 and view.breakers["open"] == 0
     assert set(view.ready) == {settings.queue_name, settings.delivery_queue_name}
     assert view.redis_used > 0 and view.chart.buckets == service.CHART_BUCKETS
+    # Delivered records are kept 30 min: the chart spans that, not an hour it cannot see.
+    assert view.chart.window == min(3600, settings.status_ttl_delivered) == 1800
     client = signed_in(settings, role_key)
     try:
         live = client.get("/console/live/overview")

@@ -11,8 +11,8 @@ from compliance.store import broker
 from compliance.store.records import Attempt, DeadLetter, WebhookStatus
 from compliance.wiring import Container
 
-CHART_WINDOW = 3600.0  # the overview's chart: the last hour ...
-CHART_BUCKETS = 60  # ... a minute per point
+CHART_WINDOW = 3600.0  # the overview's chart: the last hour (or the delivered TTL, if shorter) ...
+CHART_BUCKETS = 60  # ... in this many points
 # The overview counts dead letters by error type over the newest this many entries: it is read
 # on every refresh, and each entry is a read and a parse.
 DLQ_TYPE_SAMPLE = 1000
@@ -29,6 +29,7 @@ class Chart:
     success_dots: list[tuple[float, float]]  # a point may stand alone: drawn as dots too
     peak_rate: float
     buckets: int
+    window: float  # seconds the chart spans
 
 
 @dataclass
@@ -58,8 +59,8 @@ class Overview:
         return 100.0 * self.redis_used / self.redis_max if self.redis_max else None
 
 
-def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int = 900,
-          height: int = 160) -> Chart:
+def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, window: float = CHART_WINDOW,
+          width: int = 900, height: int = 160) -> Chart:
     """Deliveries per second (scaled to the peak) and success rate (0..100 %) as polylines."""
     rates = [(d + f) / bucket_seconds for d, f in outcomes]
     peak = max(rates, default=0.0)
@@ -74,7 +75,7 @@ def chart(outcomes: list[tuple[int, int]], *, bucket_seconds: float, width: int 
     success_points = " ".join(f"{x},{y_}" for x, y_ in dots)
     return Chart(width=width, height=height, rate_points=rate_points,
                  success_points=success_points, success_dots=dots, peak_rate=peak,
-                 buckets=len(outcomes))
+                 buckets=len(outcomes), window=window)
 
 
 def overview(container: Container, *, workers: int | None) -> Overview:
@@ -82,17 +83,20 @@ def overview(container: Container, *, workers: int | None) -> Overview:
     s = container.settings
     now = container.clock()
     container.statuses.prune(now)
-    outcomes = container.statuses.outcomes(now=now, window=CHART_WINDOW, buckets=CHART_BUCKETS)
-    recent = outcomes[-5:]
+    # Delivered records are indexed only while they live: the chart spans no more than that.
+    window = min(CHART_WINDOW, float(s.status_ttl_delivered))
+    outcomes = container.statuses.outcomes(now=now, window=window, buckets=CHART_BUCKETS)
+    recent_seconds = min(300.0, window)
+    recent = outcomes[-max(1, round(CHART_BUCKETS * recent_seconds / window)):]
     delivered = sum(d for d, _ in recent)
     finished = sum(d + f for d, f in recent)
     schedule = container.schedule.counts(now)
     by_type, exact = container.dead_letters.counts_by_error_type(DLQ_TYPE_SAMPLE)
     memory = container.redis.info("memory")
     return Overview(
-        rate_now=finished / (len(recent) * CHART_WINDOW / CHART_BUCKETS),
+        rate_now=finished / (len(recent) * window / CHART_BUCKETS),
         success_now=delivered / finished if finished else None,
-        chart=chart(outcomes, bucket_seconds=CHART_WINDOW / CHART_BUCKETS),
+        chart=chart(outcomes, bucket_seconds=window / CHART_BUCKETS, window=window),
         ready=container.queue_lengths(), scheduled=schedule.scheduled, due_now=schedule.due_now,
         leased=schedule.leased,
         broker_unacked=sum(broker.in_flight(container.redis, prefix=s.broker_key_prefix).values()),

@@ -63,7 +63,7 @@ def test_sign_in_refuses_a_wrong_key_and_sets_a_strict_session_cookie(context, s
     assert stored and all(session["value"] not in k for k in stored)
     assert all(ADMIN_KEY not in (stack.redis.get(k) or "") for k in stored)
     # The script and the style come from the package, under the root path (no CDN).
-    assert page.locator(f"script[src='{ROOT_PATH}/console/static/console.js']").count() == 1
+    assert page.locator(f"script[src^='{ROOT_PATH}/console/static/console.js?v=']").count() == 1
     assert page.evaluate("getComputedStyle(document.querySelector('.top')).display") == "flex"
 
 

@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from compliance import __version__
 from compliance.api.console import auth
 from compliance.api.console.auth import ConsoleDenied, User
 from compliance.api.deps import ContainerDep
@@ -64,6 +65,7 @@ def page(request: Request, template: str, user: User | None, status_code: int = 
     """A page (or fragment) with the console's headers."""
     response = templates.TemplateResponse(request, template, {
         "base": auth.base_path(request), "user": user, "live_ms": LIVE_MS, "now": time.time(),
+        "version": __version__,
         **context}, status_code=status_code, headers=PAGE_HEADERS)
     return response
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -28,6 +27,7 @@ from compliance.api.console.pages import (
 from compliance.api.deps import ContainerDep
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter
+from compliance.store.statuses import CleanupRule
 from compliance.wiring import Container
 
 log = logging.getLogger(__name__)
@@ -68,12 +68,13 @@ async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> R
             days = float(fields.get("older_than_days", ""))
         except ValueError as exc:
             raise ConsoleDenied(400, "An age in days is required.") from exc
-        if not math.isfinite(days) or not 0 <= days <= 3650:
-            raise ConsoleDenied(400, "The age must be between 0 and 3650 days.")
+        try:  # the API's and `compliance cleanup`'s rule
+            rule = CleanupRule(status=status, older_than_days=days)
+        except ValueError as exc:
+            raise ConsoleDenied(400, f"Cleanup refused: {exc}.") from exc
     except ConsoleDenied as exc:
         return denied(request, user, exc)
-    deleted = await asyncio.to_thread(container.statuses.cleanup, status=status,
-                                      older_than_seconds=days * 86400)
+    deleted = await asyncio.to_thread(container.statuses.apply, rule)
     which = f"{status.value} " if status else ""
     log.info("console cleanup", extra={"status": which.strip() or "any", "deleted": deleted})
     return page(request, "result.html", user, nav="webhooks", title="Cleanup done",

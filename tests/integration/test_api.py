@@ -14,7 +14,7 @@ from compliance.localredis import LocalRedis
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.records import Attempt, DeadLetter, Status, WebhookStatus
 from compliance.store.statuses import StatusStore
-from tests.support.services import ADMIN_KEY, FAST_ENV, PRODUCER_KEY, settings_from_env
+from tests.support.services import ADMIN_KEY, FAST_ENV, PRODUCER_KEY, settings_from_env, wait_until
 
 GOOD = {"url": "http://127.0.0.1:9/hook", "event": "report.completed", "payload": {"a": 1}}
 
@@ -226,6 +226,26 @@ def test_listing_and_cleanup_through_http(api, r, settings, admin_headers):
     assert len(r.keys("webhook_status:*")) == 15
     assert api.post("/webhook-cleanup?older_than_days=0", headers=admin_headers).json()["deleted"] == 15
     assert r.keys("webhook_status:*") == []
+
+
+def test_cleaning_up_pending_webhooks_cancels_their_delivery(api, r, admin_headers, receiver,
+                                                             start_worker):
+    """Pending records cleaned up (say, stuck ones) take their delivery state with them: no
+    worker sends them afterwards, and nothing of them is left in Redis."""
+    ids = [api.post("/webhooks", json={"url": receiver.url("/gone"), "event": "e",
+                                       "payload": {}}).json()["webhook_id"] for _ in range(3)]
+    done = api.post("/webhook-cleanup?status=pending&older_than_days=0", headers=admin_headers)
+    assert done.json()["deleted"] == 3
+    assert not r.keys("compliance:webhook:*")
+    assert r.zcard("compliance:schedule:leased") == 0
+    start_worker(kind="deliveries")
+    # the queued signals are taken and dropped: the queue empties and nothing is sent
+    wait_until(lambda: r.llen("compliance-compliance_webhooks") == 0, timeout=30)
+    probe = api.post("/webhooks", json={"url": receiver.url("/after"), "event": "e", "payload": {}})
+    receiver.wait_for(1, "/after")  # a later webhook goes: the worker was taking work
+    assert receiver.received("/gone") == []
+    assert all(api.get(f"/webhook-statuses/{i}").status_code == 404 for i in ids)
+    assert probe.status_code == 202
 
 
 def test_load_shedding_503_with_retry_after(env, r):

@@ -280,7 +280,17 @@ class StatusStore:
                 pipe = self._r.pipeline(transaction=False)
                 for member in members:
                     pipe.delete(keys.status_key(member))
-                results = pipe.execute()
-                deleted += sum(int(n) for n in results)
+                deleted += sum(int(n) for n in pipe.execute())
                 self._remove_from_indexes(members)
+                self._cancel_deliveries(members)
         return deleted
+
+    def _cancel_deliveries(self, members: list[str]) -> None:
+        """A pending or retrying webhook whose record is cleaned up is not delivered any more:
+        its envelope goes and it leaves the schedule (a queued signal then finds nothing to
+        claim). An attempt already in flight may still land and write a new record."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.delete(*[keys.webhook_key(member) for member in members])
+        pipe.zrem(keys.DUE_INDEX, *members)
+        pipe.zrem(keys.LEASE_INDEX, *members)
+        pipe.execute()

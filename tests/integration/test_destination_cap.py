@@ -180,3 +180,25 @@ def test_a_webhook_parked_too_long_behind_an_open_breaker_is_dead_lettered(env, 
     entry = container.dead_letters.get("waits")
     assert entry is not None and entry.error_type == "circuit_open"
     container.close()
+
+
+def test_a_breaker_reset_by_hand_lets_its_parked_webhooks_go_on_the_next_sweep(env, r):
+    settings = settings_from_env({**env, "COMPLIANCE_BREAKER_FAILURE_THRESHOLD": "1",
+                                  "COMPLIANCE_BREAKER_RESET_TIMEOUT": "600",
+                                  "COMPLIANCE_BREAKER_MAX_DEFERRAL_SECONDS": "3600",
+                                  "COMPLIANCE_BROKER_VISIBILITY_TIMEOUT": "5000"})
+    container = Container(settings)
+    ids = [f"held_{i}" for i in range(3)]
+    _submit(container, *ids)
+    now = time.time()
+    container.breakers.record(ORIGIN, BreakerResult.FAILURE, was_probe=False, now=now)
+    for webhook_id in ids:
+        claim = container.schedule.claim(webhook_id, now=now, lease_until=now + 60)
+        env_ = Envelope.model_validate_json(claim.envelope or "")
+        assert container.deliverer.attempt(env_).value == "deferred"
+    assert container.breakers.parked() == {ORIGIN: 3}
+    assert container.breakers.sweep_parked(now=time.time()) == 0  # open: they wait
+    assert container.breakers.reset(ORIGIN)
+    assert container.breakers.sweep_parked(now=time.time()) == 3
+    assert sorted(r.zrange(keys.DUE_INDEX, 0, -1)) == sorted(ids)
+    container.close()

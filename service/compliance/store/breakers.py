@@ -446,6 +446,8 @@ class BreakerStore:
         pipe.expire(key, math.ceil(self.idle_ttl))
         pipe.zadd(keys.BREAKER_INDEX, {destination: now})
         pipe.zrem(keys.BREAKER_NOT_CLOSED_INDEX, destination)
+        # Webhooks parked while it was open go on the next sweep, not at the reopen time.
+        pipe.zadd(keys.PARKED_INDEX, {destination: now}, xx=True)
         pipe.execute()
         return True
 

@@ -7,7 +7,7 @@ thread pool, a thread hop per dependency per request for what is an attribute re
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -55,13 +55,7 @@ async def get_submitter(container: ContainerDep) -> Submitter:
     return container.submitter
 
 
-async def get_async_redis(request: Request) -> Any:
-    """The asyncio Redis client of this event loop (built in the app's lifespan)."""
-    return request.app.state.aredis
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-AsyncRedisDep = Annotated[Any, Depends(get_async_redis)]
 StatusesDep = Annotated[StatusStore, Depends(get_statuses)]
 DeadLettersDep = Annotated[DeadLetterStore, Depends(get_dead_letters)]
 BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]

@@ -48,10 +48,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--storm-seconds", type=float, default=30)
+    parser.add_argument("--latency", type=float, default=0,
+                        help="the destination's answer time once it recovers, ms (a slow one "
+                             "shows the cap: never more than COMPLIANCE_DESTINATION_MAX_IN_FLIGHT "
+                             "at once)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="compliance-storm-"))
     redis = LocalRedis(data_dir=tmp / "redis").start()
-    receiver, (port,) = start_receiver(0)
+    receiver, (port,) = start_receiver(args.latency)
     env = {**os.environ, **BASE_ENV, **STORM_ENV, "COMPLIANCE_REDIS_URL": redis.url,
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     container = Container(settings_for(env))

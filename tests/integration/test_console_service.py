@@ -186,8 +186,11 @@ def test_dead_letters_by_error_type(r, settings):
 
 @pytest.mark.parametrize("role_key", [ADMIN_KEY, PRODUCER_KEY])
 def test_overview_reads_every_number(settings, r, role_key):
+    r.zadd("compliance:parked:https://slow.example:443", {"wh_a": 1, "wh_b": 2})
+    r.zadd("compliance:index:parked", {"https://slow.example:443": 1})
     view = service.overview(Container(settings), workers=2)
     assert view.dead_letters == 0 and view.workers == 2 and view.breakers["open"] == 0
+    assert view.parked == 2
     assert set(view.ready) == {settings.queue_name, settings.delivery_queue_name}
     assert view.redis_used > 0 and view.chart.buckets == service.CHART_BUCKETS
     # Delivered records are kept 30 min: the chart spans that, not an hour it cannot see.
@@ -196,6 +199,7 @@ def test_overview_reads_every_number(settings, r, role_key):
     try:
         live = client.get("/console/live/overview")
         assert live.status_code == 200 and "Redis memory" in live.text
+        assert "parked (breaker open, or at the cap)</dt><dd>2<" in live.text
     finally:
         client.__exit__(None, None, None)
 

@@ -44,6 +44,7 @@ class Overview:
     due_now: int
     leased: int
     broker_unacked: int
+    parked: int  # waiting with their destination (an open breaker, or its cap)
     dead_letters: int
     dead_letters_by_type: dict[str, int]
     dead_letters_exact: bool
@@ -98,7 +99,7 @@ def overview(container: Container, *, workers: int | None) -> Overview:
         success_now=delivered / finished if finished else None,
         chart=chart(outcomes, bucket_seconds=window / CHART_BUCKETS, window=window),
         ready=container.queue_lengths(), scheduled=schedule.scheduled, due_now=schedule.due_now,
-        leased=schedule.leased,
+        leased=schedule.leased, parked=sum(container.breakers.parked().values()),
         broker_unacked=sum(broker.in_flight(container.redis, prefix=s.broker_key_prefix).values()),
         dead_letters=container.dead_letters.size(), dead_letters_by_type=by_type,
         dead_letters_exact=exact, breakers=container.breakers.counts(now), workers=workers,

@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     broker_key_prefix: str = "compliance-"
     # Prefork processes of the report worker (the seed's concurrency=4).
     worker_concurrency: int = Field(default=4, ge=1, le=256)
-    # Deliveries in flight per delivery worker process (the asyncio engine's share is this
-    # minus the one Celery thread; with delivery_engine=threads, the thread pool's size).
+    # Deliveries in flight per delivery worker process (with delivery_engine=pump, all of them in
+    # the asyncio engine, beside one Celery thread that hands it what Celery's consumer pops;
+    # with delivery_engine=threads, the thread pool's size).
     delivery_concurrency: int = Field(default=512, ge=1, le=4096)
     # Prefetch multiplier (seed: 1, FIFO and no hoarding).
     worker_prefetch_multiplier: int = Field(default=1, ge=1, le=16)

@@ -64,3 +64,46 @@ def test_a_signal_pushed_with_its_record_is_run_by_a_celery_worker_thread(
     wait_until(lambda: len(receiver.received()) >= len(ids), timeout=60)
     assert sorted(q.headers["webhook-id"] for q in receiver.received()) == sorted(ids)
     container.close()
+
+
+def test_a_signal_handed_to_the_engine_makes_its_webhook_due_unless_it_is_not_free(settings, r):
+    """A worker's Celery thread hands the webhooks it pops to the delivery engine beside it: on
+    the engine's own list, still leased (so in flight, for the operator). A duplicate signal
+    (settled, held, scheduled later) is dropped."""
+    container = Container(settings)
+    for webhook_id in ("free", "held", "later", "done"):
+        container.submitter.submit(Envelope(webhook_id=webhook_id, url="http://127.0.0.1:9/h",
+                                            event="e", payload={}))
+    now = container.clock()
+    container.schedule.claim("held", now=now, lease_until=now + 60)
+    r.zadd("compliance:schedule:due", {"later": now + 600})
+    r.zrem("compliance:schedule:leased", "later")
+    r.delete("compliance:webhook:done")  # delivered: its envelope is gone
+    runner = container.runner
+    assert runner.hand_over("free").value == "handed_over"
+    assert r.lrange("compliance:schedule:handed", 0, -1) == ["free"]
+    assert r.zscore("compliance:schedule:leased", "free") is not None  # still signalled work
+    assert [runner.hand_over(i).value for i in ("held", "later", "done")] == ["duplicate"] * 3
+    assert r.lrange("compliance:schedule:handed", 0, -1) == ["free"]
+    assert r.zscore("compliance:schedule:due", "later") == pytest.approx(now + 600)
+    container.close()
+
+
+@pytest.mark.asyncio
+async def test_the_engine_takes_what_was_handed_to_it_first(settings, r):
+    import redis.asyncio
+
+    container = Container(settings)
+    for webhook_id in ("queued", "handed"):
+        container.submitter.submit(Envelope(webhook_id=webhook_id, url="http://127.0.0.1:9/h",
+                                            event="e", payload={}))
+    assert container.runner.hand_over("handed").value == "handed_over"
+    aclient = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
+    now = container.clock()
+    try:
+        taken = await container.schedule.take(aclient, count=1, now=now, lease_until=now + 60)
+    finally:
+        await aclient.aclose()
+    assert [(i, c.state.value) for i, c in taken] == [("handed", "claimed")]
+    assert r.llen("compliance:schedule:handed") == 0
+    container.close()

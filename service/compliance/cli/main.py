@@ -74,13 +74,12 @@ def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, 
     queues = ",".join(getattr(settings, attr) for attr in queue_attrs)
     if concurrency is None:
         concurrency = settings.worker_concurrency if kind == "reports" else settings.delivery_concurrency
-    if kind in ("deliveries", "all"):
-        # With the asyncio engine, it carries concurrency - 1 deliveries and one Celery thread
-        # stays on the queue (so `celery inspect active` shows deliveries too): `concurrency`
-        # deliveries in flight in all. (In `all`, the dev mode, that thread also runs reports.)
-        pump = concurrency - 1 if settings.delivery_engine == "pump" else 0
-        app.conf.compliance_pump_in_flight = pump
-        concurrency -= pump
+    if kind in ("deliveries", "all") and settings.delivery_engine == "pump":
+        # The asyncio engine carries all `concurrency` deliveries; one Celery thread stays on
+        # the queue (Celery's status, inspect and purge see a consumer) and hands the engine
+        # what it pops. (In `all`, the dev mode, that thread also runs reports.)
+        app.conf.compliance_pump_in_flight = concurrency
+        concurrency = 1
     app.worker_main([
         "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",
         f"--loglevel={loglevel}", f"--hostname={kind}@%h", "--without-gossip", "--without-mingle",

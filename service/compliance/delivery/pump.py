@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from asgi_correlation_id import correlation_id
 from pydantic import ValidationError
 
 from compliance.delivery import ssrf
@@ -60,7 +61,7 @@ class Pump:
         self._clock = clock
         self._redis: Any = None
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Write, asyncio.Future[None], str | None]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -68,6 +69,7 @@ class Pump:
         # Set by each commit: its slot releases may have made parked webhooks due, so an idle
         # engine looks again at once rather than after its back-off.
         self._work: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
@@ -76,6 +78,17 @@ class Pump:
         """Run the engine in a daemon thread with its own event loop."""
         threading.Thread(target=lambda: asyncio.run(self.run()), name="delivery-pump",
                          daemon=True).start()
+
+    @property
+    def taking(self) -> bool:
+        """Running and taking work (not stopping)."""
+        return self._loop is not None and not self._stopping.is_set()
+
+    def nudge(self) -> None:
+        """Look for work now (from any thread): a webhook was just made due."""
+        loop, work = self._loop, self._work
+        if loop is not None and work is not None:
+            loop.call_soon_threadsafe(work.set)
 
     def stop(self, timeout: float) -> bool:
         """Take nothing more, let in-flight deliveries finish; True when they did in time."""
@@ -87,6 +100,7 @@ class Pump:
         self._redis = self._redis_factory()
         self._room = asyncio.Event()
         self._work = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         idle = 0.005
         failures = 0
         try:
@@ -184,6 +198,8 @@ class Pump:
     # --- one delivery -------------------------------------------------------------------------
     async def _deliver(self, env: Envelope, target: ssrf.Target | ssrf.UnsafeURLError, runs: int,
                        decision: tuple[BreakerDecision, float] | None) -> None:
+        # This task's own context: its log lines (and its commit's) carry the request's id.
+        correlation_id.set(env.correlation_id or None)
         started = time.monotonic()
         state = "done"
         try:
@@ -244,9 +260,12 @@ class Pump:
 
     # --- committing ---------------------------------------------------------------------------
     async def _commit(self, write: Write) -> None:
-        """Queue ``write`` for the next transaction; return once it is committed (or failed)."""
+        """Queue ``write`` for the next transaction; return once it is committed (or failed).
+
+        The write runs inside the flush, in another task: it carries this delivery's
+        correlation id with it, so the log lines it writes name the request they belong to."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((write, future))
+        self._pending.append((write, future, correlation_id.get()))
         if len(self._pending) >= 256:
             await self._flush()
         elif self._flush_task is None or self._flush_task.done():
@@ -276,12 +295,16 @@ class Pump:
             pipe.scripts.add(script)
         error: Exception | None = None
         try:
-            for write, _ in batch:
-                write(pipe)
+            for write, _, cid in batch:
+                token = correlation_id.set(cid)
+                try:
+                    write(pipe)
+                finally:
+                    correlation_id.reset(token)
             await pipe.execute()
         except Exception as exc:
             error = exc
-        for _, future in batch:
+        for _, future, _ in batch:
             if future.done():
                 continue
             if error is None:

@@ -39,6 +39,7 @@ class RunOutcome(StrEnum):
     MISSING = "missing"  # no live record: expired or deleted
     POISON = "poison"  # claimed too many times without finishing: dead-lettered
     ERROR = "error"  # the attempt crashed: due again shortly, or its lease brings it back
+    HANDED_OVER = "handed_over"  # made due for the delivery engine of this process
 
 
 class DeliveryRunner:
@@ -87,6 +88,15 @@ class DeliveryRunner:
                                     reset_runs=False)
             return RunOutcome.ERROR
         return RunOutcome.DONE
+
+    def hand_over(self, webhook_id: str) -> RunOutcome:
+        """Leave the attempt to the process's delivery engine: the webhook is made due now
+        (its path costs a fraction of this thread's, per delivery). A settled, held or
+        not-yet-due webhook is a duplicate signal, as ``run`` would find."""
+        if self._schedule.hand_over(webhook_id, now=self._clock()):
+            return RunOutcome.HANDED_OVER
+        metrics.WEBHOOK_DUPLICATES.inc()
+        return RunOutcome.DUPLICATE
 
     def adopt(self, env: Envelope) -> None:
         """Take in a message from before durable delivery (it carried the whole envelope)."""

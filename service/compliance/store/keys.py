@@ -15,6 +15,9 @@ REPLAY_CLAIM_PREFIX = "compliance:replay_claim:"
 WEBHOOK_PREFIX = "compliance:webhook:"
 DUE_INDEX = "compliance:schedule:due"
 LEASE_INDEX = "compliance:schedule:leased"
+# Ids a worker's Celery thread popped and handed to the delivery engine beside it (a list the
+# engine's take reads first; each id keeps its signal lease meanwhile).
+HANDED_LIST = "compliance:schedule:handed"
 # The send time of the newest delivery signal a worker has claimed (the ready list is FIFO).
 CLAIMED_SIGNAL_MARK = "compliance:schedule:claimed_signal"
 BREAKER_PREFIX = "compliance:breaker:"

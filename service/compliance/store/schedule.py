@@ -76,29 +76,43 @@ _CLAIM = _CLAIM_FN + """
 return claim(ARGV[1], KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[2], ARGV[3])
 """
 
-# Claim up to half of ARGV[1] webhooks that are due now straight from the due set (retries,
-# deferrals, webhooks a destination's free slot let go: no signal needed), then pop signals off
-# the delivery queue for the rest and claim each, in one script: a signal is never off the list
-# without its webhook being leased (kombu's BRPOP has that gap; this has not). A message without a
-# ``webhook_id`` header (a task from before durable delivery, or not ours) is pushed back to the
-# far end for the Celery consumer.
-# KEYS: queue list, due, leased, mark. ARGV: n, now, lease until, webhook prefix, status prefix.
-# Returns flat quadruples: state, webhook id, envelope (or ''), runs.
+# Claim up to ARGV[1] webhooks, in this order: those a Celery thread handed to this engine,
+# then up to half of the room left from those due now in the due set (retries, webhooks a
+# destination's free slot let go: no signal needed), then signals popped off the delivery queue,
+# all in one script: a signal is never off the list without its webhook being leased (kombu's
+# BRPOP has that gap; this has not). A message without a ``webhook_id`` header (a task from
+# before durable delivery, or not ours) is pushed back to the far end for the Celery consumer.
+# KEYS: queue list, due, leased, mark, handed list. ARGV: n, now, lease until, webhook prefix,
+# status prefix. Returns flat quadruples: state, webhook id, envelope (or ''), runs.
 _TAKE = _CLAIM_FN + """
 local out = {}
 local n = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, math.ceil(n / 2))
-for _, id in ipairs(due) do
-  local r = claim(id, ARGV[4] .. id, ARGV[5] .. id, KEYS[2], KEYS[3], nil, ARGV[2], ARGV[3])
+local function take(id, mark)
+  local r = claim(id, ARGV[4] .. id, ARGV[5] .. id, KEYS[2], KEYS[3], mark, ARGV[2], ARGV[3])
   table.insert(out, r[1])
   table.insert(out, id)
   table.insert(out, r[2])
   table.insert(out, r[3])
 end
-if n - #due <= 0 then
+local handed = redis.call('LPOP', KEYS[5], n)
+if handed then
+  for _, id in ipairs(handed) do
+    take(id, KEYS[4])
+  end
+end
+local room = n - #out / 4
+if room <= 0 then
   return out
 end
-local popped = redis.call('RPOP', KEYS[1], n - #due)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, math.ceil(room / 2))
+for _, id in ipairs(due) do
+  take(id, nil)
+end
+room = n - #out / 4
+if room <= 0 then
+  return out
+end
+local popped = redis.call('RPOP', KEYS[1], room)
 if not popped then
   return out
 end
@@ -162,6 +176,28 @@ end
 return out
 """
 
+
+# A signal that a Celery thread popped, handed to the delivery engine: the webhook's id goes on
+# the engine's own list (its take reads it first), keeping its signal lease, so it still counts as
+# signalled work (in flight, for the operator) and the sweeper still recovers it if no engine
+# takes it. Dropped when settled (no hash), held by a live worker, or scheduled later.
+# KEYS: webhook hash, leased, due, handed list. ARGV: id, now. Returns 1 when handed over.
+_HAND_OVER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 0
+end
+local held = redis.call('HGET', KEYS[1], 'held_until')
+if held and tonumber(held) > tonumber(ARGV[2]) then
+  return 0
+end
+local due = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if due and tonumber(due) > tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('RPUSH', KEYS[4], ARGV[1])
+return 1
+"""
 
 # Accepting a webhook is one script: its `pending` status record, its delivery state (envelope,
 # signal lease) and its signal on the queue, written together or not at all; with a limit, not
@@ -259,6 +295,7 @@ class ScheduleStore:
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
         self._accept = client.register_script(_ACCEPT)
+        self._hand_over = client.register_script(_HAND_OVER)
         self._take_scripts: dict[int, Any] = {}
         self._accept_scripts: dict[int, Any] = {}
 
@@ -318,6 +355,14 @@ class ScheduleStore:
         pipe.zrem(keys.DUE_INDEX, webhook_id)
         pipe.zrem(keys.LEASE_INDEX, webhook_id)
 
+    def hand_over(self, webhook_id: str, *, now: float) -> bool:
+        """Give a signalled webhook to the delivery engine (its take reads the handed list
+        first); False when it is settled, held, or scheduled later."""
+        return bool(self._hand_over(
+            keys=[keys.webhook_key(webhook_id), keys.LEASE_INDEX, keys.DUE_INDEX,
+                  keys.HANDED_LIST],
+            args=[webhook_id, repr(now)]))
+
     def claim(self, webhook_id: str, *, now: float, lease_until: float) -> Claim:
         """Take a signalled webhook for one attempt (atomic)."""
         reply = self._claim(
@@ -334,7 +379,8 @@ class ScheduleStore:
         """Claim up to ``count`` webhooks, due ones first (up to half), then signalled ones
         popped off the queue (asyncio client, one round trip)."""
         reply = await self._take_async(aclient)(
-            keys=[self._queue_key, keys.DUE_INDEX, keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK],
+            keys=[self._queue_key, keys.DUE_INDEX, keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK,
+                  keys.HANDED_LIST],
             args=[count, repr(now), repr(lease_until), keys.WEBHOOK_PREFIX, keys.STATUS_PREFIX])
         out = []
         for i in range(0, len(reply), 4):

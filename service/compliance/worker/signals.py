@@ -25,6 +25,11 @@ _sweeper_stop: list[Any] = []
 _pumps: list[Any] = []
 
 
+def running_engine() -> Any:
+    """This process's delivery engine while it takes work, or None."""
+    return next((pump for pump in _pumps if pump.taking), None)
+
+
 def _redis_answers(container: Any) -> bool:
     try:
         return bool(container.redis.ping())
@@ -120,8 +125,13 @@ def connect(app: Celery) -> None:
     def _stop_taking(**_: Any) -> None:
         for stop in _sweeper_stop:
             stop.set()
+        # The engine takes nothing more and its in-flight deliveries finish and are recorded
+        # here: a cold shutdown (SIGTERM is remapped to SIGQUIT) never sends worker_shutdown,
+        # and the engine's thread dies with the process. Celery waits in this same handler for
+        # its own running tasks (the soft shutdown), so this is the place to wait.
         for pump in _pumps:
-            pump.stop(timeout=0)  # takes nothing more; in-flight work finishes
+            if not pump.stop(timeout=settings.worker_soft_shutdown_timeout):
+                log.warning("delivery engine stopped with work in flight; leases bring it back")
 
     @signals.worker_shutdown.connect(weak=False)
     def _drain(**_: Any) -> None:

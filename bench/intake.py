@@ -39,6 +39,7 @@ async def accept(request: Request) -> dict:
     return {"ok": True}
 '''
 KEY = "bench-producer-key-0123456789"
+BODY = {"url": "http://127.0.0.1:9/hook", "event": "bench", "payload": {"note": "x" * 150}}
 
 
 def serve(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -58,12 +59,11 @@ def load(port: int, seconds: float, threads: int) -> float:
     """Requests per second answered 202 by ``threads`` clients posting for ``seconds``."""
     stop = time.monotonic() + seconds
     counts = [0] * threads
-    body = {"url": "http://127.0.0.1:9/hook", "event": "bench", "payload": {"note": "x" * 150}}
 
     def client(i: int) -> None:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}) as c:
             while time.monotonic() < stop:
-                if c.post("/webhooks", json=body).status_code == 202:
+                if c.post("/webhooks", json=BODY).status_code == 202:
                     counts[i] += 1
 
     workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]

@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from compliance.localredis import LocalRedis, free_port  # noqa: E402
 
-KEY = "bench-producer-key-0123456789"
-BODY = {"url": "http://127.0.0.1:9/hook", "event": "bench", "payload": {"note": "x" * 150}}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from intake import BODY, KEY, load  # noqa: E402 - the same client load as bench/intake.py
 
 
 def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
@@ -56,25 +55,6 @@ def latencies(port: int, n: int) -> list[float]:
     return sorted(out)
 
 
-def throughput(port: int, seconds: float, threads: int) -> float:
-    stop = time.monotonic() + seconds
-    counts = [0] * threads
-
-    def client(i: int) -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": KEY}) as c:
-            while time.monotonic() < stop:
-                if c.post("/webhooks", json=BODY).status_code == 202:
-                    counts[i] += 1
-
-    workers = [threading.Thread(target=client, args=(i,)) for i in range(threads)]
-    started = time.monotonic()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return sum(counts) / (time.monotonic() - started)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=500)
@@ -97,7 +77,7 @@ def main() -> None:
             try:
                 latencies(port, 50)  # warm up
                 ms = latencies(port, args.requests)
-                rate = throughput(port, args.seconds, args.threads)
+                rate = load(port, args.seconds, args.threads)
             finally:
                 server.terminate()
                 server.wait(30)

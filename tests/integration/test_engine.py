@@ -87,7 +87,8 @@ def test_a_small_storm_waits_outside_worker_memory_and_drains_on_recovery(
     assert len(receiver.received()) - before <= 2
     shielded = len(receiver.received())
     assert shielded < 400, f"the open breaker let {shielded} requests through"
-    receiver.default = Reply(200)
+    # it recovers slowly enough (50 ms an answer) that 64 could be in flight without the cap
+    receiver.default = Reply(200, delay=0.05)
     wait_until(lambda: container.statuses.count(Status.DELIVERED) == len(ids), timeout=150,
                interval=0.5, message="the storm's backlog did not drain after recovery")
     ok = collections.Counter(q.headers["webhook-id"] for q in receiver.received())

@@ -254,14 +254,15 @@ def test_redis_full_then_freed_workers_keep_running_and_drain(tmp_path, env, rec
     own_env = {**env, "COMPLIANCE_REDIS_URL": server.url}
     settings = settings_from_env(own_env)
     client = redis.Redis.from_url(server.url, decode_responses=True, retry=None)
-    receiver.default = Reply(200, delay=0.2)
+    # a slow receiver: the worker's commits come after Redis is full, however fast it takes them
+    receiver.default = Reply(200, delay=1.0)
     try:
         worker = start_worker(kind="deliveries", concurrency=4, extra_env=own_env, name="starved")
         pid = worker.pid
         with TestClient(create_app(settings), headers={"X-API-Key": PRODUCER_KEY}) as api:
             ids = submit(api, receiver.url(), 40)
-            used = int(client.info("memory")["used_memory"])
-            client.config_set("maxmemory", str(used))  # full now: every write that grows fails
+            # full now, and stays full whatever the worker frees: every write that grows fails
+            client.config_set("maxmemory", "1")
             refused = api.post("/webhooks", json={"url": receiver.url(), "event": "e", "payload": {}})
             assert refused.status_code == 503, refused.text
             wait_until(lambda: b"OOM" in worker.log_path.read_bytes()

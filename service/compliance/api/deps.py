@@ -6,13 +6,13 @@ thread pool, a thread hop per dependency per request for what is an attribute re
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from compliance.api.errors import APIError
+from compliance.api.principal import DEV_PRINCIPAL, Principal, resolve
 from compliance.delivery.submit import Submitter
 from compliance.settings import Settings
 from compliance.store.breakers import BreakerStore
@@ -79,48 +79,33 @@ def _presented_key(x_api_key: str | None, bearer: HTTPAuthorizationCredentials |
     return None
 
 
-def _matches(presented: str, keys: list[str]) -> bool:
-    # Compare against every key, so timing does not reveal which one is close.
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(presented.encode(), key.encode())
-    return found
-
-
-def key_role(settings: Settings, presented: str) -> str | None:
-    """admin, producer, or None for an unknown key (every key compared, as ``_require`` does)."""
-    if _matches(presented, [k.get_secret_value() for k in settings.admin_api_keys]):
-        return "admin"
-    if _matches(presented, [k.get_secret_value() for k in settings.producer_api_keys]):
-        return "producer"
-    return None
-
-
-def _require(settings: Settings, presented: str | None, *, admin: bool) -> None:
+def _require(settings: Settings, presented: str | None, *, admin: bool) -> Principal:
     if settings.dev_mode:
-        return
-    admin_keys = [k.get_secret_value() for k in settings.admin_api_keys]
-    allowed = admin_keys if admin else admin_keys + [
-        k.get_secret_value() for k in settings.producer_api_keys]
+        return DEV_PRINCIPAL
     if not presented:
         raise APIError(401, "unauthorized", "an API key is required (X-API-Key header)",
                        headers={"WWW-Authenticate": "Bearer"})
-    if not _matches(presented, allowed):
-        raise APIError(403, "forbidden",
-                       "this API key may not call admin endpoints" if admin else "unknown API key")
+    principal = resolve(settings, presented)
+    if principal is None:
+        raise APIError(403, "forbidden", "unknown API key")
+    if admin and not principal.admin:
+        raise APIError(403, "forbidden", "this API key may not call admin endpoints")
+    return principal
 
 
 async def require_producer(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
-                     bearer: BearerDep = None) -> None:
-    """Producer or admin key."""
-    _require(settings, _presented_key(x_api_key, bearer), admin=False)
+                           bearer: BearerDep = None) -> Principal:
+    """Producer or admin key: the caller."""
+    return _require(settings, _presented_key(x_api_key, bearer), admin=False)
 
 
 async def require_admin(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
-                  bearer: BearerDep = None) -> None:
-    """Admin key only."""
-    _require(settings, _presented_key(x_api_key, bearer), admin=True)
+                        bearer: BearerDep = None) -> Principal:
+    """Admin key only: the caller."""
+    return _require(settings, _presented_key(x_api_key, bearer), admin=True)
 
 
 ProducerAuth = Depends(require_producer)
 AdminAuth = Depends(require_admin)
+ProducerDep = Annotated[Principal, ProducerAuth]
+AdminDep = Annotated[Principal, AdminAuth]

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from fastapi import Request, Response
 
-from compliance.api.deps import key_role
+from compliance.api.principal import key_role
 from compliance.settings import Settings
 from compliance.store.console_sessions import ConsoleSession, digest
 from compliance.wiring import Container

@@ -19,6 +19,8 @@ class Envelope(BaseModel):
     payload: dict[str, Any]
     correlation_id: str | None = None
     report_id: str | None = None
+    # The submitting tenant (None: the default tenant); signing and isolation follow it.
+    tenant: str | None = None
     created_at: float = Field(default_factory=time.time)
     attempts: int = 0
     # Seconds spent deferred by open breakers before the last attempt, and since when it has
@@ -42,7 +44,7 @@ def status_record(
         last_error=error[1] if error else None, last_error_type=error[0] if error else None,
         last_status_code=status_code, next_attempt_at=next_at,
         created_at=env.created_at, updated_at=now, correlation_id=env.correlation_id,
-        history=kept_history(env, status),
+        tenant=env.tenant, history=kept_history(env, status),
     )
 
 
@@ -69,6 +71,7 @@ def dead_letter(
         event=env.event, payload=env.payload, headers=headers, attempts=history,
         error_type=error_type, error=message, correlation_id=env.correlation_id,
         created_at=env.created_at, failed_at=now, replay_count=env.replay_count,
+        tenant=env.tenant,
     )
 
 
@@ -77,5 +80,5 @@ def envelope_from_dead_letter(entry: DeadLetter) -> Envelope:
     return Envelope(
         webhook_id=entry.webhook_id, url=entry.destination, event=entry.event,
         payload=entry.payload, correlation_id=entry.correlation_id, report_id=entry.report_id,
-        created_at=entry.created_at, replay_count=entry.replay_count + 1,
+        created_at=entry.created_at, replay_count=entry.replay_count + 1, tenant=entry.tenant,
     )

@@ -44,6 +44,8 @@ class WebhookStatus(BaseModel):
     created_at: float
     updated_at: float
     correlation_id: str | None = None
+    # The tenant that submitted it; None is the default tenant (keys from the environment).
+    tenant: str | None = None
     # Every attempt of a webhook that needed more than one (time, HTTP status, error type,
     # duration, message), for the console's detail view; a first-try delivery keeps none (its
     # time is updated_at). Bounded by max_retries + 1; a replay starts it over.
@@ -71,6 +73,7 @@ class DeadLetter(BaseModel):
     created_at: float
     failed_at: float
     replay_count: int = 0
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)

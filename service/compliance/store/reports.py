@@ -34,6 +34,8 @@ class ReportRecord(BaseModel):
     webhook_id: str
     webhook_url: str
     correlation_id: str | None = None
+    # The tenant that asked for it; None is the default tenant.
+    tenant: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     summary: dict[str, Any] | None = None
     error: str | None = None

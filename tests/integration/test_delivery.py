@@ -86,7 +86,7 @@ def test_celery_inspect_active_shows_a_handed_over_delivery_until_the_engine_is_
         assert out.returncode in (0, 69), out.stderr
         return out.stdout
 
-    wait_until(lambda: receiver.arrived(), timeout=30, message="nothing arrived")  # held 6 s
+    wait_until(receiver.arrived, timeout=30, message="nothing arrived")  # held 6 s
     assert webhook_id in active(), worker.log()[-3000:]
     settled(api, webhook_id, want=("delivered",))
     wait_until(lambda: webhook_id not in active(), timeout=20,

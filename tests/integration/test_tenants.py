@@ -363,3 +363,45 @@ def test_the_cli_mirrors_the_api(tenant_env: dict[str, str], client: TestClient,
                             capture_output=True, text=True, timeout=60)
     assert no_key.returncode == 1 and "TENANT_ENCRYPTION_KEYS" in no_key.stderr
     assert "Traceback" not in no_key.stderr + bad.stderr
+
+
+# --- console -----------------------------------------------------------------------------------
+
+def test_the_console_shows_a_tenant_its_own_records_read_only(
+        client: TestClient, tsettings: Settings, r: redis.Redis) -> None:
+    from tests.integration.test_console_service import signed_in
+
+    a, b = new_tenant(client, "A"), new_tenant(client, "B")
+    mine = submit(client, a["key"], "http://127.0.0.1:9/mine")
+    theirs = submit(client, b["key"], "http://127.0.0.1:9/theirs")
+    default = submit(client, PRODUCER_KEY, "http://127.0.0.1:9/default")
+    report_b = client.post("/reports", json=good(webhook_url="http://127.0.0.1:9/r"),
+                           headers=as_key(b["key"])).json()["report_id"]
+    console = signed_in(tsettings, a["key"])
+    try:
+        home = console.get("/console", follow_redirects=False)
+        assert home.status_code == 303 and home.headers["location"].endswith("/console/webhooks")
+        listing = console.get("/console/webhooks").text
+        assert mine in listing and theirs not in listing and default not in listing
+        assert console.get(f"/console/webhooks/{mine}").status_code == 200
+        assert console.get(f"/console/webhooks/{theirs}").status_code == 404
+        assert console.get(f"/console/webhooks/{default}").status_code == 404
+        live = console.get(f"/console/live/statuses?id={mine}&id={theirs}").text
+        assert mine in live and "/theirs" not in live
+        assert report_b not in console.get("/console/reports").text
+        assert console.get(f"/console/reports/{report_b}/download").status_code == 404
+        assert console.get("/console/live/overview").status_code == 403
+        for admin_page in ("/console/dead-letters", "/console/breakers"):
+            assert console.get(admin_page).status_code == 403
+        # Revoking the key ends the session.
+        client.delete(f"/tenants/{a['id']}/keys/{a['key_id']}", headers=ADMIN)
+        assert console.get("/console/webhooks", follow_redirects=False).status_code == 303
+    finally:
+        console.__exit__(None, None, None)
+    # The admin's console still sees every tenant's webhooks.
+    admin = signed_in(tsettings)
+    try:
+        listing = admin.get("/console/webhooks").text
+        assert mine in listing and theirs in listing and default in listing
+    finally:
+        admin.__exit__(None, None, None)

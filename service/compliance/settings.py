@@ -196,8 +196,9 @@ class Settings(BaseSettings):
     # a revoked key, or a disabled or deleted tenant, is refused everywhere within this bound
     # (0: every request with a tenant key reads Redis once).
     tenant_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
-    # Seconds each worker keeps a tenant's signing secrets: a new secret starts signing within
-    # this bound after a rotation (an old one stops at its expires_at exactly).
+    # Seconds each worker keeps a tenant's signing secrets: a rotation is seen within this bound
+    # (the new secret starts signing; an old one stops at its expires_at, or this long after
+    # the rotation if that is later). Keep rotation overlaps longer than this.
     tenant_secret_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
     # Seconds a rotated-out signing secret keeps signing beside the new one, by default (a
     # rotation may name its own); receivers have this long to switch.

@@ -389,10 +389,11 @@ class TenantDirectory:
     """What the API and workers ask on their hot paths, cached in-process: a key's owner
     (``key_ttl`` seconds) and a tenant's signing secrets (``secret_ttl`` seconds)."""
 
-    def __init__(self, store: TenantStore, *, key_ttl: float, secret_ttl: float) -> None:
+    def __init__(self, store: TenantStore, *, key_ttl: float, secret_ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
-        self._owners: TtlCache[KeyOwner | None] = TtlCache(key_ttl)
-        self._secrets: TtlCache[list[SigningSecret]] = TtlCache(secret_ttl)
+        self._owners: TtlCache[KeyOwner | None] = TtlCache(key_ttl, clock=clock)
+        self._secrets: TtlCache[list[SigningSecret]] = TtlCache(secret_ttl, clock=clock)
 
     def owner(self, digest: str) -> KeyOwner | None:
         """The owner of a tenant key, by its digest (a cached answer is at most ``key_ttl``
@@ -413,13 +414,15 @@ class TenantDirectory:
         return owner
 
     def secrets(self, tenant_id: str, now: float) -> list[str]:
-        """The tenant's secrets signing at ``now`` (the list is at most ``secret_ttl`` seconds
-        old; each one's end is checked against ``now``, so an expired one stops on time)."""
-        found, cached = self._secrets.get(tenant_id)
-        if not found or cached is None:
-            cached = self.store.signing_secrets(tenant_id)
-            self._secrets.put(tenant_id, cached)
-        return [s.secret for s in cached if s.live(now)]
+        """The tenant's secrets signing at ``now``, from a list at most ``secret_ttl`` seconds
+        old: a rotation is seen within that bound (until then the secrets read before it keep
+        signing, so there is never a moment with none), and an end already read is kept to
+        the second."""
+        found, secrets = self._secrets.get(tenant_id)
+        if not found or secrets is None:
+            secrets = self.store.signing_secrets(tenant_id)
+            self._secrets.put(tenant_id, secrets)
+        return [s.secret for s in secrets if s.live(now)]
 
     def forget(self) -> None:
         """Drop cached answers (this process changed keys, tenants or secrets)."""

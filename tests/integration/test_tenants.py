@@ -405,3 +405,10 @@ def test_the_console_shows_a_tenant_its_own_records_read_only(
         assert mine in listing and theirs in listing and default in listing
     finally:
         admin.__exit__(None, None, None)
+
+
+def test_a_path_of_several_routes_allows_all_their_methods(client: TestClient) -> None:
+    answer = client.options("/tenants", headers=ADMIN)
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, POST"
+    one = client.request("PUT", "/tenants/ten_0000000000000000", headers=ADMIN)
+    assert one.status_code == 405 and one.headers["allow"] == "DELETE, GET"

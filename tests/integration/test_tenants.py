@@ -412,3 +412,46 @@ def test_a_path_of_several_routes_allows_all_their_methods(client: TestClient) -
     assert answer.status_code == 405 and answer.headers["allow"] == "GET, POST"
     one = client.request("PUT", "/tenants/ten_0000000000000000", headers=ADMIN)
     assert one.status_code == 405 and one.headers["allow"] == "DELETE, GET"
+
+
+def test_dev_mode_needs_no_key_but_a_tenant_key_still_acts_as_its_tenant(
+        tenant_env: dict[str, str]) -> None:
+    settings = settings_from_env({**tenant_env, "COMPLIANCE_DEV_MODE": "true"})
+    with TestClient(create_app(settings)) as dev:
+        a = new_tenant(dev, "A")
+        mine = submit(dev, a["key"], "http://127.0.0.1:9/hook")
+        anyone = dev.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "event": "e",
+                                             "payload": {}}).json()["webhook_id"]
+        assert status(dev, mine)["tenant"] == a["id"]
+        assert status(dev, anyone)["tenant"] is None
+        assert listed_ids(dev.get("/webhook-statuses", headers=as_key(a["key"]))) == {mine}
+        assert dev.get(f"/webhook-statuses/{anyone}", headers=as_key(a["key"])).status_code == 404
+
+
+def test_a_tenants_listing_reads_its_own_index_not_everyones(client: TestClient,
+                                                              r: redis.Redis) -> None:
+    """A's one webhook is on its first page, however many newer ones B has: the page reads
+    A's index (a filtered walk of the global one would give up after 10 * limit + 100)."""
+    a, b = new_tenant(client, "A"), new_tenant(client, "B")
+    assert client.get("/webhook-statuses", headers=as_key(PRODUCER_KEY)).json() == {
+        "items": [], "next_cursor": None, "total": 0}
+    oldest = submit(client, PRODUCER_KEY, "http://127.0.0.1:9/default")
+    mine = submit(client, a["key"], "http://127.0.0.1:9/a")
+    pipe_url = "http://127.0.0.1:9/b"
+    for n in range(300):
+        submit(client, b["key"], pipe_url, n=n)
+    page = client.get("/webhook-statuses?limit=1", headers=as_key(a["key"])).json()
+    assert [i["webhook_id"] for i in page["items"]] == [mine] and page["total"] == 1
+    assert page["next_cursor"] is None
+    assert r.zcard(f"compliance:index:tenant_statuses:{b['id']}:pending") == 300
+    # The default tenant's page, by contrast, walks the global index past named tenants'
+    # records, a bounded number per page, and says where it stopped.
+    default = client.get("/webhook-statuses?limit=1", headers=as_key(PRODUCER_KEY)).json()
+    assert default["items"] == [] and default["next_cursor"] and default["total"] == 1
+    found: list[str] = []
+    cursor = default["next_cursor"]
+    while cursor and not found:
+        default = client.get(f"/webhook-statuses?limit=1&cursor={cursor}",
+                             headers=as_key(PRODUCER_KEY)).json()
+        found, cursor = [i["webhook_id"] for i in default["items"]], default["next_cursor"]
+    assert found == [oldest]

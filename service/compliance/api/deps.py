@@ -18,6 +18,7 @@ from compliance.settings import Settings
 from compliance.store.breakers import BreakerStore
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.statuses import StatusStore
+from compliance.store.tenants import TENANT_KEY_PREFIX
 from compliance.wiring import Container
 
 
@@ -82,8 +83,8 @@ def _presented_key(x_api_key: str | None, bearer: HTTPAuthorizationCredentials |
 async def _require(request: Request, presented: str | None, *, admin: bool) -> Principal:
     container: Container = request.app.state.container
     settings = container.settings
-    if settings.dev_mode:
-        return DEV_PRINCIPAL
+    if settings.dev_mode and not (presented or "").startswith(TENANT_KEY_PREFIX):
+        return DEV_PRINCIPAL  # dev mode: no key needed, except to act as a tenant
     if not presented:
         raise APIError(401, "unauthorized", "an API key is required (X-API-Key header)",
                        headers={"WWW-Authenticate": "Bearer"})

@@ -223,6 +223,8 @@ class StatusStore:
         self.prune()
         if named:
             self._prune_tenant(scope.tenant or "")
+        elif not scope.everyone and self.count(status, scope=scope) == 0:
+            return Page(items=[], next_cursor=None, total=0)  # nothing to walk past
         after = decode_cursor(cursor) if cursor else None
         items: list[WebhookStatus] = []
         last: tuple[float, str] | None = after

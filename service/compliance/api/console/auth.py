@@ -20,6 +20,7 @@ from fastapi import Request, Response
 
 from compliance.api.principal import Disabled, Principal, resolve
 from compliance.store.console_sessions import ConsoleSession, digest
+from compliance.store.tenants import TENANT_KEY_PREFIX
 from compliance.wiring import Container
 
 SESSION_COOKIE = "compliance_console"
@@ -65,7 +66,7 @@ def base_path(request: Request) -> str:
 
 def _still_valid(container: Container, session: ConsoleSession) -> bool:
     settings = container.settings
-    if settings.dev_mode:
+    if session.tenant is None and settings.dev_mode:
         return True
     if session.tenant is not None:
         owner = container.tenants.owner(session.key_digest)
@@ -91,7 +92,7 @@ def current_user(request: Request, container: Container) -> User | None:
 def sign_in(container: Container, api_key: str) -> str | None:
     """A new session's token for a known key, or None (dev mode: any key is admin)."""
     settings = container.settings
-    if settings.dev_mode:
+    if settings.dev_mode and not api_key.startswith(TENANT_KEY_PREFIX):
         principal: Principal | None = Principal(role="admin", key_id="dev-mode")
     else:
         try:

@@ -11,10 +11,11 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from compliance.api.deps import AdminAuth, ContainerDep
 from compliance.api.errors import APIError, error_responses
+from compliance.api.json_limits import integral
 from compliance.store.tenants import (
     KEY_ID_PATTERN,
     TENANT_ID_PATTERN,
@@ -68,7 +69,7 @@ class SecretRotation(BaseModel):
 
     model_config = {"extra": "forbid", "strict": True}
 
-    overlap_seconds: int | None = Field(default=None, ge=0, le=90 * 86_400, description=(
+    overlap_seconds: Annotated[int, BeforeValidator(integral)] | None = Field(default=None, ge=0, le=90 * 86_400, description=(
         "Default: COMPLIANCE_TENANT_SECRET_OVERLAP_SECONDS."))
 
 

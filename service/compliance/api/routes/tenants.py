@@ -69,8 +69,9 @@ class SecretRotation(BaseModel):
 
     model_config = {"extra": "forbid", "strict": True}
 
-    overlap_seconds: Annotated[int, BeforeValidator(integral)] | None = Field(default=None, ge=0, le=90 * 86_400, description=(
-        "Default: COMPLIANCE_TENANT_SECRET_OVERLAP_SECONDS."))
+    overlap_seconds: Annotated[int, BeforeValidator(integral)] | None = Field(
+        default=None, ge=0, le=90 * 86_400,
+        description="Default: COMPLIANCE_TENANT_SECRET_OVERLAP_SECONDS.")
 
 
 class SecretCreated(BaseModel):

@@ -99,9 +99,15 @@ def listed_ids(answer: object) -> set[str]:
 
 # --- administration ----------------------------------------------------------------------------
 
-def test_tenant_administration_keys_hashed_and_secrets_encrypted(client: TestClient,
-                                                                  r: redis.Redis) -> None:
+def test_tenant_administration_keys_hashed_and_secrets_encrypted(
+        client: TestClient, r: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="compliance.api.routes.tenants")
     a = new_tenant(client, "Acme")
+    logged = [(rec.getMessage(), getattr(rec, "key_id", None), getattr(rec, "by_key_id", None))
+              for rec in caplog.records if rec.name == "compliance.api.routes.tenants"]
+    assert [m for m, *_ in logged] == ["tenant created", "tenant key issued"]
+    assert logged[1][1] == a["key_id"] and logged[1][2] and logged[1][2].startswith("key_")
+    assert a["key"] not in caplog.text and a["secret"] not in caplog.text
     listed = client.get("/tenants", headers=ADMIN).json()["items"]
     assert [(t["tenant_id"], t["name"], t["disabled"]) for t in listed] == [(a["id"], "Acme", False)]
     assert [k["key_id"] for k in listed[0]["keys"]] == [a["key_id"]]

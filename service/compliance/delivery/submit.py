@@ -14,7 +14,7 @@ from compliance.delivery.dispatch import Dispatcher
 from compliance.delivery.ledger import Ledger
 from compliance.delivery.models import Envelope, envelope_from_dead_letter
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
-from compliance.store.records import DeadLetter
+from compliance.store.records import EVERYONE, DeadLetter, Scope
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +56,13 @@ class Submitter:
             aclient, env, self._clock(), signal=self._dispatcher.message(env.webhook_id),
             most_queued=most_queued)
 
-    def replay(self, webhook_id: str) -> ReplayOutcome:
-        """Re-enqueue one dead letter with the same id and a fresh attempt budget."""
+    def replay(self, webhook_id: str, *, scope: Scope = EVERYONE) -> ReplayOutcome:
+        """Re-enqueue one dead letter with the same id and a fresh attempt budget (MISSING when
+        it is not ``scope``'s to replay)."""
+        if not scope.everyone:
+            seen = self._dlq.get(webhook_id)
+            if seen is None or not scope.allows(seen.tenant):
+                return ReplayOutcome.MISSING
         entry = self._dlq.claim(webhook_id)
         if entry is None:
             return (ReplayOutcome.BUSY if self._dlq.get(webhook_id) is not None

@@ -42,6 +42,25 @@ log = logging.getLogger(__name__)
 Write = Callable[[Any], Any]
 
 
+class CheckedHosts:
+    """Hosts that passed the outbound guard lately: not asked again for ``seconds``."""
+
+    def __init__(self, seconds: float = 10.0, size: int = 10_000) -> None:
+        self._seconds = seconds
+        self._size = size
+        self._until: dict[tuple[str, int], float] = {}
+
+    def fresh(self, host: str, port: int, now: float) -> bool:
+        """Did ``host:port`` pass within the last ``seconds``?"""
+        return self._until.get((host, port), 0.0) > now
+
+    def passed(self, host: str, port: int, now: float) -> None:
+        """``host:port`` passed at ``now`` (the oldest are forgotten past ``size``)."""
+        if len(self._until) >= self._size:
+            self._until.clear()
+        self._until[(host, port)] = now + self._seconds
+
+
 class Pump:
     """Takes, delivers and commits webhooks on its own event loop."""
 
@@ -73,6 +92,7 @@ class Pump:
         # Webhooks the Celery thread handed over and waits on: set when this engine is done
         # with them (or stops). Plain dict operations, atomic across threads.
         self._watched: dict[str, threading.Event] = {}
+        self._checked = CheckedHosts()
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
@@ -275,12 +295,19 @@ class Pump:
                                                  pipe=pipe))
 
     async def _check(self, target: ssrf.Target) -> None:
-        """The outbound guard before anything is sent (aiohttp's resolver checks it again for
-        each new connection): a forbidden address is refused, not retried."""
+        """The outbound guard before anything is sent: a forbidden address is refused, not
+        retried. A host that passed is not asked again for a few seconds (``CheckedHosts``; a
+        DNS lookup on a thread per delivery, otherwise): what guards the connection itself is
+        aiohttp's resolver, which checks every new connection, so a host rebound to a forbidden
+        address in that time is still refused there."""
+        now = time.monotonic()
+        if self._checked.fresh(target.host, target.port, now):
+            return
         if ssrf.is_ip_literal(target.host):
             self._deliverer.resolve(target)
         else:
             await asyncio.to_thread(self._deliverer.resolve, target)
+        self._checked.passed(target.host, target.port, now)
 
     # --- committing ---------------------------------------------------------------------------
     async def _commit(self, write: Write) -> None:

@@ -80,6 +80,9 @@ def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, 
         # the queue (Celery's status, inspect and purge see a consumer) and hands the engine
         # what it pops. (In `all`, the dev mode, that thread also runs reports.)
         app.conf.compliance_pump_in_flight = concurrency
+        # A delivery worker's Celery thread stays with each webhook it hands over until the
+        # engine is done with it; in `all` that thread runs reports too, so it does not wait.
+        app.conf.compliance_hold_handed = kind == "deliveries"
         concurrency = 1
     app.worker_main([
         "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from compliance.delivery.models import Envelope, dead_letter, status_record
 from compliance.settings import Settings
+from compliance.store import audit
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.records import DeadLetter, Status
 from compliance.store.schedule import Intake, ScheduleStore
@@ -27,8 +28,10 @@ class Ledger:
     """Writes a webhook's transitions atomically across the stores."""
 
     def __init__(self, *, client: redis.Redis, settings: Settings, statuses: StatusStore,
-                 dead_letters: DeadLetterStore, schedule: ScheduleStore) -> None:
+                 dead_letters: DeadLetterStore, schedule: ScheduleStore,
+                 audit_store: audit.AuditStore | None = None) -> None:
         self._r = client
+        self._audit = audit_store
         self._s = settings
         self._statuses = statuses
         self._dlq = dead_letters
@@ -61,6 +64,8 @@ class Ledger:
         own = self._r.pipeline(transaction=True) if pipe is None else pipe
         self._statuses.put(status_record(env, Status.DELIVERED, now), own)
         self._schedule.finish(own, env.webhook_id)
+        self._outcome(own, env, now, audit.DELIVERED, {"attempts": env.attempts},
+                      loaded=pipe is not None)
         if pipe is None:
             own.execute()
 
@@ -110,6 +115,25 @@ class Ledger:
         self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
                                          status_code=status_code), own)
         self._schedule.finish(own, env.webhook_id)
+        self._outcome(own, env, now, audit.FAILED,
+                      {"attempts": env.attempts, "error_type": str(error_type)},
+                      loaded=pipe is not None)
         if pipe is None:
             own.execute()
         return entry
+
+    def _outcome(self, pipe: Any, env: Envelope, now: float, action: str,
+                 detail: dict[str, Any], *, loaded: bool) -> None:
+        """The outcome's audit entry, in the same transaction (no round trip of its own). A
+        caller's pipeline (the delivery engine's batch) loads the script first; our own sends
+        its text."""
+        if self._audit is not None:
+            self._audit.append_on(pipe, audit.AuditEvent(
+                actor=audit.SYSTEM_DELIVERY, action=action, at=now, tenant=env.tenant,
+                target=env.webhook_id, correlation_id=env.correlation_id, detail=detail),
+                loaded=loaded)
+
+    @property
+    def scripts(self) -> list[Any]:
+        """Lua scripts a caller's pipeline must load before it runs (the audit append)."""
+        return self._audit.scripts if self._audit is not None else []

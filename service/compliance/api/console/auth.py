@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from fastapi import Request, Response
 
-from compliance.api.principal import key_role
+from compliance.api.principal import DEV_PRINCIPAL, key_role
 from compliance.settings import Settings
 from compliance.store.console_sessions import ConsoleSession, digest
 from compliance.wiring import Container
@@ -34,6 +34,7 @@ class User:
     role: str
     csrf: str
     token: str
+    key_id: str = ""  # the signed-in key's public name (Principal.key_id), for the audit trail
 
     @property
     def admin(self) -> bool:
@@ -73,7 +74,10 @@ def current_user(request: Request, container: Container) -> User | None:
     session = container.console_sessions.get(token)
     if session is None or not _still_valid(container.settings, session):
         return None
-    return User(role=session.role, csrf=session.csrf, token=token)
+    # The session keeps the key's full SHA-256; its key id is that digest's first 16 digits.
+    key_id = (DEV_PRINCIPAL.key_id if container.settings.dev_mode
+              else f"key_{session.key_digest[:16]}")
+    return User(role=session.role, csrf=session.csrf, token=token, key_id=key_id)
 
 
 def sign_in(container: Container, api_key: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AdminAuth, BreakersDep
+from compliance.api.deps import AdminAuth, AdminDep, AuditDep, BreakersDep
 from compliance.api.errors import APIError, error_responses
 
 router = APIRouter(dependencies=[AdminAuth], responses=error_responses(401, 403, 422, 503))
@@ -60,8 +60,11 @@ async def list_breakers(
 
 
 @router.post("/circuit-breakers/{name:path}/reset", responses=error_responses(404))
-async def reset_breaker(name: str, breakers: BreakersDep) -> dict[str, Any]:
-    """Close a breaker by hand (name: scheme://host:port as listed)."""
+async def reset_breaker(name: str, breakers: BreakersDep, audit: AuditDep,
+                        principal: AdminDep) -> dict[str, Any]:
+    """Close a breaker by hand (name: scheme://host:port as listed); audited."""
     if not await asyncio.to_thread(breakers.reset, name):
         raise APIError(404, "not_found", f"no circuit breaker named {name}")
+    await asyncio.to_thread(audit.record, actor=principal.key_id, action="breaker.reset",
+                            tenant=principal.tenant, target=name)
     return {"destination": name, "state": "closed"}

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
+from compliance.api.deps import AdminAuth, AdminDep, DeadLettersDep, SubmitterDep
 from compliance.api.errors import APIError, error_responses
 from compliance.api.json_limits import check_body, integral
 from compliance.delivery.submit import ReplayOutcome
@@ -84,9 +84,11 @@ class ReplayOne(BaseModel):
 
 @router.post("/dead-letters/{webhook_id:webhook_id}/replay", response_model=ReplayOne, status_code=202,
              responses=error_responses(404, 409))
-async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> ReplayOne:
-    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
-    outcome = await asyncio.to_thread(submitter.replay, webhook_id)
+async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep,
+                             principal: AdminDep) -> ReplayOne:
+    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget
+    (audited)."""
+    outcome = await asyncio.to_thread(submitter.replay, webhook_id, actor=principal.key_id)
     if outcome is ReplayOutcome.MISSING:
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
     if outcome is ReplayOutcome.BUSY:
@@ -120,14 +122,16 @@ class BulkReplayResult(BaseModel):
 
 
 @router.post("/dead-letters/replay", response_model=BulkReplayResult, responses=error_responses(413))
-async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep) -> BulkReplayResult:
-    """Replay the selected dead letters, up to ``limit``."""
+async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep,
+                              principal: AdminDep) -> BulkReplayResult:
+    """Replay the selected dead letters, up to ``limit`` (each replay and the bulk audited)."""
     check_body(body, max_depth=1)
     selector = DeadLetterFilter(
         error_type=body.error_type, destination=body.destination,
         older_than_seconds=body.older_than_seconds, newer_than_seconds=body.newer_than_seconds,
     )
     counts = await asyncio.to_thread(submitter.replay_many, selector,
-                                     limit=body.limit, dry_run=body.dry_run)
+                                     limit=body.limit, dry_run=body.dry_run,
+                                     actor=principal.key_id, tenant=principal.tenant)
     return BulkReplayResult(matched=counts.matched, replayed=counts.replayed,
                             skipped=counts.skipped, failed=counts.failed, dry_run=body.dry_run)

@@ -8,6 +8,7 @@ asyncio), only queues its writes there: the asyncio engine commits many webhooks
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import redis
@@ -32,6 +33,9 @@ class Ledger:
                  audit_store: audit.AuditStore | None = None) -> None:
         self._r = client
         self._audit = audit_store
+        # Audit entries of a caller's pipeline, collected between open_batch and close_batch.
+        self._batches: weakref.WeakKeyDictionary[Any, list[audit.AuditEvent]] = (
+            weakref.WeakKeyDictionary())
         self._s = settings
         self._statuses = statuses
         self._dlq = dead_letters
@@ -65,7 +69,7 @@ class Ledger:
         self._statuses.put(status_record(env, Status.DELIVERED, now), own)
         self._schedule.finish(own, env.webhook_id)
         self._outcome(own, env, now, audit.DELIVERED, {"attempts": env.attempts},
-                      loaded=pipe is not None)
+                      own=pipe is None)
         if pipe is None:
             own.execute()
 
@@ -117,21 +121,41 @@ class Ledger:
         self._schedule.finish(own, env.webhook_id)
         self._outcome(own, env, now, audit.FAILED,
                       {"attempts": env.attempts, "error_type": str(error_type)},
-                      loaded=pipe is not None)
+                      own=pipe is None)
         if pipe is None:
             own.execute()
         return entry
 
-    def _outcome(self, pipe: Any, env: Envelope, now: float, action: str,
-                 detail: dict[str, Any], *, loaded: bool) -> None:
-        """The outcome's audit entry, in the same transaction (no round trip of its own). A
-        caller's pipeline (the delivery engine's batch) loads the script first; our own sends
-        its text."""
+    def open_batch(self, pipe: Any) -> None:
+        """Collect the audit entries of the outcomes written on ``pipe`` (the delivery engine's
+        batch) until ``close_batch``, which appends them all in one script call. Without it,
+        each outcome on a caller's pipeline appends on its own (still no round trip of its
+        own)."""
         if self._audit is not None:
-            self._audit.append_on(pipe, audit.AuditEvent(
-                actor=audit.SYSTEM_DELIVERY, action=action, at=now, tenant=env.tenant,
-                target=env.webhook_id, correlation_id=env.correlation_id, detail=detail),
-                loaded=loaded)
+            self._batches[pipe] = []
+
+    def close_batch(self, pipe: Any) -> None:
+        """Queue the append of what ``pipe`` collected, after its other writes (the pipeline
+        must load ``scripts`` before it runs)."""
+        events = self._batches.pop(pipe, None)
+        if events and self._audit is not None:
+            self._audit.append_on(pipe, events)
+
+    def _outcome(self, pipe: Any, env: Envelope, now: float, action: str,
+                 detail: dict[str, Any], *, own: bool) -> None:
+        """The outcome's audit entry, in the same transaction (no round trip of its own): our
+        own transaction sends the script's text; a caller's pipeline collects it for
+        ``close_batch`` or, not opened for that, appends it by EVALSHA."""
+        if self._audit is None:
+            return
+        event = audit.AuditEvent(
+            actor=audit.SYSTEM_DELIVERY, action=action, at=now, tenant=env.tenant,
+            target=env.webhook_id, correlation_id=env.correlation_id, detail=detail)
+        batch = None if own else self._batches.get(pipe)
+        if batch is not None:
+            batch.append(event)
+        else:
+            self._audit.append_on(pipe, [event], loaded=not own)
 
     @property
     def scripts(self) -> list[Any]:

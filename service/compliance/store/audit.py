@@ -40,27 +40,39 @@ FAILED = "delivery.failed"
 
 _FIELDS = ("at", "actor", "action", "tenant", "target", "cid", "detail")
 
-# KEYS: log, head, tenant index, tenant index set. ARGV: at, actor, action, tenant, target, cid,
-# detail, digest. Returns the entry's sequence number. A head that is gone while entries are not
-# (deleted by hand) goes on after them, so the chain breaks visibly there instead of the XADD
-# failing a delivery's commit; an XADD that fails all the same leaves a gap, found the same way.
+# Appends n entries in order. KEYS: log, head, index set, then each entry's tenant index. ARGV: n,
+# then per entry: at, actor, action, tenant, target, cid, detail, digest. Returns the last
+# sequence number. A head that is gone while entries are not (deleted by hand) goes on after
+# them, so the chain breaks visibly there instead of the XADD failing a delivery's commit; an
+# XADD that fails all the same leaves a gap, found the same way.
 _APPEND = """
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-if seq == 1 then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
-  if last then
-    seq = tonumber(string.match(last[1], '^(%d+)')) + 1
-    redis.call('HSET', KEYS[2], 'seq', seq)
+local n = tonumber(ARGV[1])
+local seq = redis.call('HINCRBY', KEYS[2], 'seq', n) - n
+if seq == 0 then
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if top then
+    seq = tonumber(string.match(top[1], '^(%d+)'))
+    redis.call('HSET', KEYS[2], 'seq', seq + n)
   end
 end
 local prev = redis.call('HGET', KEYS[2], 'hash') or '""" + GENESIS + """'
-local link = redis.sha1hex(prev .. '\\n' .. seq .. '\\n' .. ARGV[8])
-redis.call('HSET', KEYS[2], 'hash', link)
-local id = seq .. '-0'
-redis.pcall('XADD', KEYS[1], id, 'at', ARGV[1], 'actor', ARGV[2], 'action', ARGV[3],
-            'tenant', ARGV[4], 'target', ARGV[5], 'cid', ARGV[6], 'detail', ARGV[7], 'prev', prev)
-redis.pcall('XADD', KEYS[3], id, 's', '')
-redis.call('SADD', KEYS[4], KEYS[3])
+local indexed = {}
+for i = 0, n - 1 do
+  local a = 2 + i * 8
+  seq = seq + 1
+  local id = seq .. '-0'
+  redis.pcall('XADD', KEYS[1], id, 'at', ARGV[a], 'actor', ARGV[a + 1], 'action', ARGV[a + 2],
+              'tenant', ARGV[a + 3], 'target', ARGV[a + 4], 'cid', ARGV[a + 5],
+              'detail', ARGV[a + 6], 'prev', prev)
+  prev = redis.sha1hex(prev .. '\\n' .. seq .. '\\n' .. ARGV[a + 7])
+  local index = KEYS[4 + i]
+  redis.pcall('XADD', index, id, 's', '')
+  if not indexed[index] then
+    indexed[index] = true
+    redis.call('SADD', KEYS[3], index)
+  end
+end
+redis.call('HSET', KEYS[2], 'hash', prev)
 return seq
 """
 
@@ -188,13 +200,15 @@ class AuditStore:
         self._append = client.register_script(_APPEND)
 
     @staticmethod
-    def _keys(tenant: str | None) -> list[str]:
-        return [keys.AUDIT_LOG, keys.AUDIT_HEAD, tenant_index(tenant), keys.AUDIT_INDEXES]
-
-    @staticmethod
-    def _args(event: AuditEvent) -> list[str]:
-        fields = event.fields()
-        return [*fields, content_digest(fields)]
+    def _call(events: list[AuditEvent]) -> tuple[list[str], list[str | int]]:
+        """The append script's keys and arguments for ``events``, in order."""
+        record_keys = [keys.AUDIT_LOG, keys.AUDIT_HEAD, keys.AUDIT_INDEXES]
+        args: list[str | int] = [len(events)]
+        for event in events:
+            fields = event.fields()
+            record_keys.append(tenant_index(event.tenant))
+            args += [*fields, content_digest(fields)]
+        return record_keys, args
 
     def record(self, *, actor: str, action: str, tenant: str | None = None, target: str = "",
                detail: Mapping[str, Any] | None = None, correlation_id: str | None = None) -> int:
@@ -208,23 +222,27 @@ class AuditStore:
 
     def append(self, event: AuditEvent) -> int:
         """Append ``event`` (one round trip); its sequence number."""
-        return int(self._append(keys=self._keys(event.tenant), args=self._args(event)))
+        record_keys, args = self._call([event])
+        return int(self._append(keys=record_keys, args=args))
 
     @property
     def scripts(self) -> list[Any]:
         """The append script (an asyncio pipeline loads it before its MULTI)."""
         return [self._append]
 
-    def append_on(self, pipe: Any, event: AuditEvent, *, loaded: bool = True) -> None:
-        """Queue the append on ``pipe`` (sync or asyncio, transactional): it commits with the
-        caller's writes. ``loaded``: the pipeline loads ``scripts`` before it runs (the delivery
-        engine's does, once per batch), so the append goes as EVALSHA; otherwise as EVAL with
-        the text (a sync pipeline holding a script checks it with a round trip of its own)."""
-        record_keys = self._keys(event.tenant)
+    def append_on(self, pipe: Any, events: list[AuditEvent], *, loaded: bool = True) -> None:
+        """Queue one append of ``events`` (in order) on ``pipe`` (sync or asyncio,
+        transactional): they commit with the caller's writes, in one script call. ``loaded``:
+        the pipeline loads ``scripts`` before it runs (the delivery engine's does, once per
+        batch), so the append goes as EVALSHA; otherwise as EVAL with the text (a sync pipeline
+        holding a script checks it with a round trip of its own)."""
+        if not events:
+            return
+        record_keys, args = self._call(events)
         if loaded:
-            self._append(keys=record_keys, args=self._args(event), client=pipe)
+            self._append(keys=record_keys, args=args, client=pipe)
         else:
-            pipe.eval(_APPEND, len(record_keys), *record_keys, *self._args(event))
+            pipe.eval(_APPEND, len(record_keys), *record_keys, *args)
 
     def head(self) -> Head:
         """The chain's end (zeros on a fresh log)."""

@@ -358,3 +358,33 @@ def test_a_batch_of_outcomes_is_one_call_in_order(
         (2, "wh_0", "t1"), (3, "wh_1", ""), (4, "wh_2", "t1")]
     assert [e.seq for e in container.audit.page(tenant="t1", every_tenant=False, limit=5).items] == [4, 2]
     assert verify(env)[0] == 0
+
+
+def test_console_actions_are_recorded_with_the_signed_in_key_id(
+        env: dict[str, str], settings: Settings, container: Container, r: redis.Redis) -> None:
+    from tests.integration.test_console_service import csrf_of, signed_in
+
+    now = container.clock()
+    container.dead_letters.put(DeadLetter(
+        webhook_id="wh_console", destination="https://example.com/h", event="e", payload={},
+        attempts=[Attempt(at=now, error_type="http_5xx")], error_type="http_5xx", error="boom",
+        created_at=now, failed_at=now, tenant="t1"))
+    container.breakers.record("https://example.com:443", BreakerResult.FAILURE, was_probe=False,
+                              now=now)
+    client = signed_in(settings)
+    try:
+        assert client.post("/console/dead-letters/wh_console/replay",
+                           data={"csrf": csrf_of(client)}).status_code == 200
+        assert client.post("/console/breakers/reset", data={
+            "csrf": csrf_of(client), "name": "https://example.com:443"}).status_code == 200
+        assert client.post("/console/cleanup", data={
+            "csrf": csrf_of(client), "status": "failed", "older_than_days": "2"}).status_code == 200
+    finally:
+        client.__exit__(None, None, None)
+    admin_id = key_id(ADMIN_KEY)
+    assert [(v["actor"], v["action"], v["tenant"], v["target"]) for _, v in entries(r)] == [
+        (admin_id, "dead_letter.replay", "t1", "wh_console"),
+        (admin_id, "breaker.reset", "", "https://example.com:443"),
+        (admin_id, "webhook.cleanup", "", ""),
+    ]
+    assert verify(env)[0] == 0

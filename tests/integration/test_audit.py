@@ -388,3 +388,16 @@ def test_console_actions_are_recorded_with_the_signed_in_key_id(
         (admin_id, "webhook.cleanup", "", ""),
     ]
     assert verify(env)[0] == 0
+
+
+def test_one_archive_pass_at_a_time_and_verify_waits_for_it(
+        env: dict[str, str], container: Container, r: redis.Redis) -> None:
+    record_some(container, 3)
+    r.set(keys.AUDIT_ARCHIVE_LOCK, "another-pass", ex=60)
+    out = cli(env, "audit", "archive", "--older-than", "0")
+    assert out.returncode == 0 and json.loads(out.stdout)["skipped"]
+    assert container.audit.size() == 3
+    out = cli(env, "audit", "verify")
+    assert out.returncode == 1 and "archive pass is running" in out.stderr
+    r.delete(keys.AUDIT_ARCHIVE_LOCK)
+    assert verify(env)[0] == 0 and r.get(keys.AUDIT_ARCHIVE_LOCK) is None

@@ -59,7 +59,7 @@ async def list_audit(
     audit: AuditDep,
     settings: SettingsDep,
     principal: ProducerDep,
-    tenant: Annotated[str | None, Query(max_length=128, description=(
+    tenant: Annotated[str | None, Query(min_length=1, max_length=128, description=(
         f"Admin keys: only this tenant's entries ('{DEFAULT_TENANT}': the default tenant's). "
         "Producer keys see their own tenant's only, whatever this says."))] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

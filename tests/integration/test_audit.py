@@ -185,6 +185,10 @@ def test_a_tenant_lists_its_own_entries_an_admin_every_tenant(
         rest = api.get("/audit", params={"limit": 2, "cursor": first["next_cursor"]}).json()
         assert [e["seq"] for e in rest["items"]] == [1] and rest["next_cursor"] is None
         assert api.get("/audit", params={"cursor": "abc"}).status_code == 422
+        assert api.get("/audit", params={"cursor": "9" * 20}).status_code == 422
+        assert [e["seq"] for e in api.get("/audit", params={"cursor": "9" * 18}).json()["items"]] \
+            == [3, 2, 1]
+        assert api.get("/audit", params={"cursor": "1"}).json() == {"items": [], "next_cursor": None}
         app.dependency_overrides.clear()
         assert api.get("/audit").status_code == 401
 

@@ -63,7 +63,7 @@ async def list_audit(
         f"Admin keys: only this tenant's entries ('{DEFAULT_TENANT}': the default tenant's). "
         "Producer keys see their own tenant's only, whatever this says."))] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+$")] = None,
+    cursor: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
 ) -> AuditPage:
     """Audit entries still in Redis (older ones are archived to the report storage), newest
     first. An admin key sees every tenant's; a producer key its own tenant's."""

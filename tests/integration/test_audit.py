@@ -402,6 +402,6 @@ def test_one_archive_pass_at_a_time_and_verify_waits_for_it(
     assert out.returncode == 0 and json.loads(out.stdout)["skipped"]
     assert container.audit.size() == 3
     out = cli(env, "audit", "verify")
-    assert out.returncode == 1 and "archive pass is running" in out.stderr
+    assert out.returncode == 2 and "archive pass is running" in out.stderr
     r.delete(keys.AUDIT_ARCHIVE_LOCK)
     assert verify(env)[0] == 0 and r.get(keys.AUDIT_ARCHIVE_LOCK) is None

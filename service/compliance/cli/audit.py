@@ -18,6 +18,13 @@ if TYPE_CHECKING:  # importing the service stack here would load prometheus_clie
 _ANCHOR = re.compile(r"^(\d+):([0-9a-f]{40})$")
 
 
+class CannotVerify(click.ClickException):
+    """The chain could not be read (Redis, storage, a running archive pass): exit 2, apart from
+    a broken chain's 1."""
+
+    exit_code = 2
+
+
 def _services() -> Container:
     # Imported here: the service stack loads prometheus_client, which `compliance worker` must
     # configure first (same CLI).
@@ -50,7 +57,7 @@ def audit() -> None:
                    "still pass through it (repeatable).")
 def verify(anchors: tuple[str, ...]) -> None:
     """Check the whole chain (archived segments, then Redis): exit 0 when intact, 1 naming the
-    first entry that was changed, deleted or moved."""
+    first entry that was changed, deleted or moved, 2 when it cannot be read."""
     import redis
 
     from compliance.reports import audit_archive
@@ -62,15 +69,15 @@ def verify(anchors: tuple[str, ...]) -> None:
     token = uuid.uuid4().hex
     try:
         if not services.audit.lock(token, 3600):
-            raise click.ClickException("an archive pass is running; verify again once it is done")
+            raise CannotVerify("an archive pass is running; verify again once it is done")
         try:
             verdict = audit_archive.verify(services.audit, services.storage, known)
         finally:
             services.audit.unlock(token)
     except redis.RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
+        raise CannotVerify(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
     except StorageError as exc:
-        raise click.ClickException(f"report storage failed: {exc}") from exc
+        raise CannotVerify(f"report storage failed: {exc}") from exc
     finally:
         services.close()
     summary = {"ok": verdict.ok, "checked": verdict.checked, "segments": verdict.segments,

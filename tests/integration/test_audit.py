@@ -152,7 +152,7 @@ def test_admin_actions_name_the_key_id_never_the_key(
 
 
 def test_a_tenant_lists_its_own_entries_an_admin_every_tenant(
-        settings: Settings, container: Container) -> None:
+        env: dict[str, str], settings: Settings, container: Container) -> None:
     record_some(container, 3, tenant="t1")
     record_some(container, 2, tenant="t2")
     record_some(container, 2, tenant=None)
@@ -191,6 +191,9 @@ def test_a_tenant_lists_its_own_entries_an_admin_every_tenant(
         assert api.get("/audit", params={"cursor": "1"}).json() == {"items": [], "next_cursor": None}
         app.dependency_overrides.clear()
         assert api.get("/audit").status_code == 401
+    out = cli(env, "audit", "list", "--tenant", "t2")
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [5, 4]
 
 
 def test_verify_names_an_entry_edited_deleted_or_moved_in_redis(
@@ -361,6 +364,14 @@ def test_a_batch_of_outcomes_is_one_call_in_order(
     assert [(seq, v["target"], v["tenant"]) for seq, v in entries(r)[1:]] == [
         (2, "wh_0", "t1"), (3, "wh_1", ""), (4, "wh_2", "t1")]
     assert [e.seq for e in container.audit.page(tenant="t1", every_tenant=False, limit=5).items] == [4, 2]
+    # an outcome on a caller's pipeline not opened for a batch appends on its own, by EVALSHA
+    env_ = Envelope(webhook_id="wh_own", url="https://example.com/h", event="e", payload={},
+                    tenant="t1", attempts=1)
+    pipe = r.pipeline(transaction=True)
+    container.ledger.delivered(env_, container.clock(), pipe=pipe)
+    pipe.execute()
+    assert entries(r)[-1][1]["target"] == "wh_own"
+    assert int(r.info("commandstats")["cmdstat_evalsha"]["calls"]) == after + 1  # type: ignore[index]
     assert verify(env)[0] == 0
 
 

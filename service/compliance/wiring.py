@@ -39,6 +39,7 @@ from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.reports import ReportStore
 from compliance.store.schedule import ScheduleStore
 from compliance.store.statuses import StatusStore
+from compliance.store.tenants import TenantDirectory, TenantStore
 
 
 class Container:
@@ -101,6 +102,22 @@ class Container:
                            runs_ttl=s.broker_visibility_timeout * (s.max_redeliveries + 1))
 
     @cached_property
+    def tenant_store(self) -> TenantStore:
+        """Tenants, their hashed keys and encrypted signing secrets (a deleted tenant's
+        secrets stay as long as its webhooks may still be delivered)."""
+        s = self.settings
+        cipher = TenantStore.build_cipher([k.get_secret_value() for k in s.tenant_encryption_keys])
+        return TenantStore(self.redis, cipher=cipher, drain_ttl=s.status_ttl_open,
+                           clock=self.clock)
+
+    @cached_property
+    def tenants(self) -> TenantDirectory:
+        """Tenant keys' owners and tenants' secrets, cached in this process."""
+        s = self.settings
+        return TenantDirectory(self.tenant_store, key_ttl=s.tenant_key_cache_seconds,
+                               secret_ttl=s.tenant_secret_cache_seconds)
+
+    @cached_property
     def audit(self) -> AuditStore:
         """The audit trail: ``audit.record(actor=, action=, tenant=, target=, detail=)``."""
         return AuditStore(self.redis, clock=self.clock)
@@ -141,8 +158,8 @@ class Container:
     def deliverer(self) -> Deliverer:
         """The delivery engine (one attempt and its decision)."""
         return Deliverer(settings=self.settings, ledger=self.ledger, breakers=self.breakers,
-                         sender=self.sender, resolver=self.resolver, rng=self._rng,
-                         clock=self.clock)
+                         sender=self.sender, tenants=self.tenants, resolver=self.resolver,
+                         rng=self._rng, clock=self.clock)
 
     @cached_property
     def runner(self) -> DeliveryRunner:

@@ -18,8 +18,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from compliance.api.app import create_app
-from compliance.api.deps import require_producer
-from compliance.api.principal import Principal, key_id
+from compliance.api.principal import key_id
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
 from compliance.settings import Settings
@@ -29,7 +28,7 @@ from compliance.store.breakers import BreakerResult
 from compliance.store.records import Attempt, DeadLetter
 from compliance.wiring import Container
 from tests.support.receiver import Receiver, Reply
-from tests.support.services import ADMIN_KEY, PRODUCER_KEY, wait_until
+from tests.support.services import ADMIN_KEY, PRODUCER_KEY, settings_from_env, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -74,14 +73,21 @@ def record_some(container: Container, count: int, tenant: str | None = None) -> 
 
 @pytest.mark.parametrize("engine", ["pump", "threads"])
 def test_delivery_outcomes_are_chained_by_a_real_worker(
-        engine: str, env: dict[str, str], container: Container, receiver: Receiver,
+        engine: str, env: dict[str, str], receiver: Receiver,
         start_worker: Callable[..., Any], r: redis.Redis) -> None:
+    from tests.integration.test_tenants import TENANT_ENV
+
+    env.update(TENANT_ENV)  # the worker's too: tenants' webhooks are signed with their secrets
+    container = Container(settings_from_env(env))
+    t1, _ = container.tenant_store.create("one")
+    t2, _ = container.tenant_store.create("two")
+    r.delete(keys.AUDIT_LOG, keys.AUDIT_HEAD)  # the trail from here (creating is not audited here)
     receiver.script("/gone", Reply(410))  # a 4xx that is not retried: failed at once
     ok = [Envelope(webhook_id=new_webhook_id(), url=receiver.url("/hook"), event="e", payload={},
                    tenant=tenant, correlation_id=f"corr-{n}")
-          for n, tenant in enumerate(["t1", "t1", None])]
+          for n, tenant in enumerate([t1.tenant_id, t1.tenant_id, None])]
     gone = Envelope(webhook_id=new_webhook_id(), url=receiver.url("/gone"), event="e", payload={},
-                    tenant="t2", correlation_id="corr-gone")
+                    tenant=t2.tenant_id, correlation_id="corr-gone")
     for env_ in [*ok, gone]:
         container.submitter.submit(env_)
     start_worker(extra_env={"COMPLIANCE_DELIVERY_ENGINE": engine,
@@ -94,7 +100,7 @@ def test_delivery_outcomes_are_chained_by_a_real_worker(
         assert entry["tenant"] == (env_.tenant or "") and entry["cid"] == f"corr-{n}"
         assert json.loads(entry["detail"]) == {"attempts": 1}
     failed = by_target[gone.webhook_id]
-    assert failed["action"] == "delivery.failed" and failed["tenant"] == "t2"
+    assert failed["action"] == "delivery.failed" and failed["tenant"] == t2.tenant_id
     assert json.loads(failed["detail"]) == {"attempts": 1, "error_type": "http_4xx"}
     code, summary, _ = verify(env)
     assert code == 0 and summary["checked"] == 4 and summary["last_seq"] == 4
@@ -102,6 +108,7 @@ def test_delivery_outcomes_are_chained_by_a_real_worker(
     rows = entries(r)
     assert [seq for seq, _ in rows] == [1, 2, 3, 4]
     assert r.hget(keys.AUDIT_HEAD, "seq") == "4"
+    container.close()
 
 
 def test_admin_actions_name_the_key_id_never_the_key(
@@ -151,49 +158,75 @@ def test_admin_actions_name_the_key_id_never_the_key(
     assert verify(env)[0] == 0
 
 
-def test_a_tenant_lists_its_own_entries_an_admin_every_tenant(
-        env: dict[str, str], settings: Settings, container: Container) -> None:
-    record_some(container, 3, tenant="t1")
-    record_some(container, 2, tenant="t2")
-    record_some(container, 2, tenant=None)
-    app = create_app(settings)
-    with TestClient(app) as api:
-        def listed(headers: dict[str, str] | None = None, **params: Any) -> list[tuple[int, Any]]:
-            response = api.get("/audit", params=params, headers=headers or {})
-            assert response.status_code == 200, response.text
-            return [(e["seq"], e["tenant"]) for e in response.json()["items"]]
+def test_tenant_changes_are_audited_and_a_tenant_lists_its_own_entries(
+        env: dict[str, str], r: redis.Redis) -> None:
+    from tests.integration.test_tenants import TENANT_ENV, new_tenant
 
-        admin = {"X-API-Key": ADMIN_KEY}
-        assert listed(admin) == [(7, None), (6, None), (5, "t2"), (4, "t2"), (3, "t1"), (2, "t1"),
-                                 (1, "t1")]
-        assert listed(admin, tenant="t2") == [(5, "t2"), (4, "t2")]
-        assert listed(admin, tenant="default") == [(7, None), (6, None)]
-        # a key of the default tenant (the environment's producer keys)
-        producer = {"X-API-Key": PRODUCER_KEY}
-        assert listed(producer) == [(7, None), (6, None)]
-        assert api.get("/audit", params={"tenant": "t1"}, headers=producer).status_code == 404
-        # a tenant's key (tenant keys come with the tenants work: its principal, as resolved)
-        app.dependency_overrides[require_producer] = lambda: Principal(
-            role="producer", key_id="key_t1", tenant="t1")
-        assert listed() == [(3, "t1"), (2, "t1"), (1, "t1")]
-        assert listed(tenant="t1") == [(3, "t1"), (2, "t1"), (1, "t1")]
-        assert api.get("/audit", params={"tenant": "t2"}).status_code == 404
-        assert api.get("/audit", params={"tenant": "default"}).status_code == 404
+    tenv = {**env, **TENANT_ENV}
+    settings = settings_from_env(tenv)
+    container = Container(settings)
+    admin = {"X-API-Key": ADMIN_KEY}
+    with TestClient(create_app(settings)) as api:
+        a = new_tenant(api, "A")  # 1 tenant.create, 2 tenant.key.issue
+        b = new_tenant(api, "B")  # 3, 4
+        assert api.post(f"/tenants/{a['id']}/secrets", headers=admin).status_code == 201  # 5
+        spare = api.post(f"/tenants/{b['id']}/keys", headers=admin).json()  # 6
+        assert api.delete(f"/tenants/{b['id']}/keys/{spare['key_id']}",
+                          headers=admin).status_code == 204  # 7
+        record_some(container, 2, tenant=None)  # 8, 9: the default tenant's
+        record_some(container, 1, tenant=a["id"])  # 10
+
+        def listed(headers: dict[str, str], **params: Any) -> list[int]:
+            response = api.get("/audit", params=params, headers=headers)
+            assert response.status_code == 200, response.text
+            return [e["seq"] for e in response.json()["items"]]
+
+        assert listed(admin) == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+        assert listed(admin, tenant=a["id"]) == [10, 5, 2, 1]
+        assert listed(admin, tenant="default") == [9, 8]
+        key_a, key_b = {"X-API-Key": a["key"]}, {"X-API-Key": b["key"]}
+        assert listed(key_a) == [10, 5, 2, 1] and listed(key_a, tenant=a["id"]) == [10, 5, 2, 1]
+        assert listed(key_b) == [7, 6, 4, 3]
+        for other in (b["id"], "default"):
+            assert api.get("/audit", params={"tenant": other}, headers=key_a).status_code == 404
         # cursor paging, newest first, through the tenant's own index
-        first = api.get("/audit", params={"limit": 2}).json()
-        assert [e["seq"] for e in first["items"]] == [3, 2] and first["next_cursor"] == "2"
-        rest = api.get("/audit", params={"limit": 2, "cursor": first["next_cursor"]}).json()
-        assert [e["seq"] for e in rest["items"]] == [1] and rest["next_cursor"] is None
-        assert api.get("/audit", params={"cursor": "abc"}).status_code == 422
-        assert api.get("/audit", params={"cursor": "9" * 20}).status_code == 422
-        assert [e["seq"] for e in api.get("/audit", params={"cursor": "9" * 18}).json()["items"]] \
-            == [3, 2, 1]
-        assert api.get("/audit", params={"cursor": "1"}).json() == {"items": [], "next_cursor": None}
-        app.dependency_overrides.clear()
+        first = api.get("/audit", params={"limit": 2}, headers=key_a).json()
+        assert [e["seq"] for e in first["items"]] == [10, 5] and first["next_cursor"] == "5"
+        rest = api.get("/audit", params={"limit": 2, "cursor": first["next_cursor"]},
+                       headers=key_a).json()
+        assert [e["seq"] for e in rest["items"]] == [2, 1] and rest["next_cursor"] is None
+        assert listed(key_a, cursor="9" * 18) == [10, 5, 2, 1]
+        assert api.get("/audit", params={"cursor": "1"}, headers=key_a).json() == {
+            "items": [], "next_cursor": None}
+        for bad in ({"cursor": "abc"}, {"cursor": "9" * 20}, {"tenant": "acme"},
+                    {"tenant": a["id"] + "0"}, {"cursor": ["x", "5"]}, {"limit": ["1", "2"]}):
+            assert api.get("/audit", params=bad, headers=admin).status_code == 422, bad
+        # the environment's producer keys read no audit entries (as no dead letters); no key: 401
+        assert api.get("/audit", headers={"X-API-Key": PRODUCER_KEY}).status_code == 403
         assert api.get("/audit").status_code == 401
-    out = cli(env, "audit", "list", "--tenant", "t2")
+        entry = api.get("/audit", params={"limit": 1, "cursor": "2"}, headers=admin).json()["items"][0]
+    assert entry["action"] == "tenant.create" and entry["actor"] == key_id(ADMIN_KEY)
+    assert entry["tenant"] == a["id"] and entry["target"] == a["id"]
+    rows = entries(r)
+    assert [v["action"] for _, v in rows[:7]] == [
+        "tenant.create", "tenant.key.issue", "tenant.create", "tenant.key.issue",
+        "tenant.secret.rotate", "tenant.key.issue", "tenant.key.revoke"]
+    assert json.loads(rows[6][1]["detail"]) == {"key_id": spare["key_id"]}
+    dump = json.dumps(rows)
+    for secret in (a["key"], a["secret"], b["key"], b["secret"], spare["key"], ADMIN_KEY):
+        assert secret not in dump
+    # the CLI's tenant changes too, by system:cli
+    made = cli(tenv, "tenant", "create", "C", "--json")
+    assert made.returncode == 0, made.stderr
+    c_id = json.loads(made.stdout)["tenant_id"]
+    assert cli(tenv, "tenant", "disable", c_id).returncode == 0
+    assert [(v["actor"], v["action"], v["tenant"]) for _, v in entries(r)[-2:]] == [
+        ("system:cli", "tenant.create", c_id), ("system:cli", "tenant.disable", c_id)]
+    out = cli(tenv, "audit", "list", "--tenant", b["id"])
     assert out.returncode == 0, out.stderr
-    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [5, 4]
+    assert [json.loads(line)["seq"] for line in out.stdout.splitlines()] == [7, 6, 4, 3]
+    assert verify(tenv)[0] == 0
+    container.close()
 
 
 def test_verify_names_an_entry_edited_deleted_or_moved_in_redis(

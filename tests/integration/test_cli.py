@@ -95,6 +95,10 @@ def test_dev_mode_runs_api_worker_and_its_own_redis(tmp_path, receiver):
         sent = httpx.post(f"{base}/webhooks", json={"url": receiver.url(), "event": "e", "payload": {}})
         assert sent.status_code == 202  # dev mode: no API key needed, loopback allowed
         receiver.wait_for(1, timeout=60)
+        # Tenants work out of the box: dev mode keeps an encryption key of its own.
+        made = httpx.post(f"{base}/tenants", json={"name": "trial"})
+        assert made.status_code == 201, made.text
+        assert (tmp_path / "dev" / "tenant-encryption.key").stat().st_mode & 0o077 == 0
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         output = proc.stdout.read().decode()

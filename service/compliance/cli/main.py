@@ -15,6 +15,7 @@ from compliance.cli.metrics_dir import ensure_multiproc_dir
 from compliance.cli.operator import operator
 from compliance.cli.receiver import receiver
 from compliance.cli.report import report
+from compliance.cli.tenant import tenant
 from compliance.settings import Settings
 from compliance.worker.liveness import file_is_fresh
 
@@ -111,6 +112,7 @@ cli.add_command(dlq)
 cli.add_command(operator)
 cli.add_command(report)
 cli.add_command(receiver)
+cli.add_command(tenant)
 
 
 if __name__ == "__main__":  # pragma: no cover

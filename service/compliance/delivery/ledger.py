@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from compliance.delivery import ssrf
 from compliance.delivery.models import Envelope, dead_letter, status_record
 from compliance.settings import Settings
 from compliance.store import audit
@@ -61,7 +62,8 @@ class Ledger:
                       status_ttl=self._s.ttl_for_status(Status.PENDING),
                       ttl=self._s.status_ttl_open, now=now,
                       signal_until=now + self._s.delivery_signal_timeout, signal=signal,
-                      most_queued=most_queued)
+                      most_queued=most_queued, tenant=env.tenant,
+                      origin=_origin(env.url) if env.tenant else "")
 
     def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
         """``delivered``; the envelope goes (a delivered webhook is never sent again)."""
@@ -161,3 +163,11 @@ class Ledger:
     def scripts(self) -> list[Any]:
         """Lua scripts a caller's pipeline must load before it runs (the audit append)."""
         return self._audit.scripts if self._audit is not None else []
+
+
+def _origin(url: str) -> str:
+    """The breaker name of a URL ('' when it does not parse: it is refused at delivery)."""
+    try:
+        return ssrf.parse_target(url, https_only=False, allowed_ports=()).origin
+    except ssrf.UnsafeURLError:
+        return ""

@@ -70,6 +70,9 @@ class Pump:
         # engine looks again at once rather than after its back-off.
         self._work: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Webhooks the Celery thread handed over and waits on: set when this engine is done
+        # with them (or stops). Plain dict operations, atomic across threads.
+        self._watched: dict[str, threading.Event] = {}
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
@@ -90,9 +93,23 @@ class Pump:
         if loop is not None and work is not None:
             loop.call_soon_threadsafe(work.set)
 
+    def watch(self, webhook_id: str) -> threading.Event:
+        """An event set once this engine has finished an attempt at ``webhook_id`` (delivered,
+        scheduled again, dead-lettered or parked), or has stopped. Call ``forget`` after."""
+        event = self._watched.setdefault(webhook_id, threading.Event())
+        if self._stopping.is_set():
+            event.set()
+        return event
+
+    def forget(self, webhook_id: str) -> None:
+        """Stop watching ``webhook_id``."""
+        self._watched.pop(webhook_id, None)
+
     def stop(self, timeout: float) -> bool:
         """Take nothing more, let in-flight deliveries finish; True when they did in time."""
         self._stopping.set()
+        for event in list(self._watched.values()):
+            event.set()  # nobody waits on an engine that takes nothing more
         return self._stopped.wait(timeout)
 
     async def run(self) -> None:
@@ -150,6 +167,8 @@ class Pump:
                                           lease_until=now + self._s.delivery_lease_seconds)
         work: list[tuple[Envelope, ssrf.Target | ssrf.UnsafeURLError, int]] = []
         for webhook_id, claim in taken:
+            if claim.state is not ClaimState.CLAIMED:
+                self._finished(webhook_id)
             if claim.state is ClaimState.MISSING:
                 metrics.TASKS.labels(task="deliver_webhook", state="missing").inc()
                 continue
@@ -214,6 +233,11 @@ class Pump:
                 error=(ErrorType.INTERNAL, "delivery attempt crashed"), pipe=pipe))
         metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
         metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+        self._finished(env.webhook_id)
+
+    def _finished(self, webhook_id: str) -> None:
+        if self._watched and (event := self._watched.get(webhook_id)) is not None:
+            event.set()
 
     async def _attempt(self, env: Envelope, target: ssrf.Target | ssrf.UnsafeURLError, runs: int,
                        decision: tuple[BreakerDecision, float] | None) -> None:

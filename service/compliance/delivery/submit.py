@@ -15,7 +15,7 @@ from compliance.delivery.ledger import Ledger
 from compliance.delivery.models import Envelope, envelope_from_dead_letter
 from compliance.store.audit import AuditStore
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
-from compliance.store.records import DeadLetter
+from compliance.store.records import EVERYONE, DeadLetter, Scope
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,15 @@ class Submitter:
             aclient, env, self._clock(), signal=self._dispatcher.message(env.webhook_id),
             most_queued=most_queued)
 
-    def replay(self, webhook_id: str, *, actor: str, bulk: bool = False) -> ReplayOutcome:
-        """Re-enqueue one dead letter with the same id and a fresh attempt budget; the audit
-        trail names ``actor`` (a key id or a system actor) and the dead letter's tenant."""
+    def replay(self, webhook_id: str, *, actor: str, scope: Scope = EVERYONE,
+               bulk: bool = False) -> ReplayOutcome:
+        """Re-enqueue one dead letter with the same id and a fresh attempt budget (MISSING when
+        it is not ``scope``'s to replay); the audit trail names ``actor`` (a key id or a system
+        actor) and the dead letter's tenant."""
+        if not scope.everyone:
+            seen = self._dlq.get(webhook_id)
+            if seen is None or not scope.allows(seen.tenant):
+                return ReplayOutcome.MISSING
         entry = self._dlq.claim(webhook_id)
         if entry is None:
             return (ReplayOutcome.BUSY if self._dlq.get(webhook_id) is not None
@@ -83,7 +89,8 @@ class Submitter:
     ) -> ReplayCounts:
         """Replay up to ``limit`` selected entries (or only count them when ``dry_run``). Each
         replay is audited in its dead letter's tenant, and the bulk replay once (selector and
-        counts) in ``tenant``, the caller's."""
+        counts) in the selector's tenant, or ``tenant`` (the caller's) when it selects from
+        every tenant."""
         counts = ReplayCounts()
         interval = 1.0 / rate_per_second if rate_per_second else 0.0
         # Select first, then replay: replaying removes entries and would shift a live iteration.
@@ -109,9 +116,11 @@ class Submitter:
             if interval:
                 time.sleep(interval)
         if not dry_run:
-            self._audit.record(actor=actor, action="dead_letter.replay_bulk", tenant=tenant,
+            scope = selector.scope
+            self._audit.record(actor=actor, action="dead_letter.replay_bulk",
+                               tenant=tenant if scope.everyone else scope.tenant,
                                detail={"filter": {k: v for k, v in vars(selector).items()
-                                                  if v is not None},
+                                                  if v is not None and k != "scope"},
                                        "limit": limit, "matched": counts.matched,
                                        "replayed": counts.replayed, "skipped": counts.skipped,
                                        "failed": counts.failed})

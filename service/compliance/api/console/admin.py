@@ -27,6 +27,7 @@ from compliance.api.console.pages import (
 from compliance.api.deps import ContainerDep
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter
+from compliance.store.records import EVERYONE, Scope
 from compliance.store.statuses import CleanupRule
 from compliance.wiring import Container
 
@@ -206,8 +207,10 @@ async def bulk_replay(request: Request, user: UserDep, container: ContainerDep) 
 SHOWN_REPLAYS = 50  # a bulk replay's result lists this many of the replayed webhooks, live
 
 
-def _statuses(container: Container, ids: list[str]) -> dict[str, Any]:
-    return {webhook_id: container.statuses.get(webhook_id) for webhook_id in ids}
+def _statuses(container: Container, ids: list[str], scope: Scope = EVERYONE) -> dict[str, Any]:
+    """Each id's status record (None when gone, or not ``scope``'s)."""
+    records = {webhook_id: container.statuses.get(webhook_id) for webhook_id in ids}
+    return {i: r if r is not None and scope.allows(r.tenant) else None for i, r in records.items()}
 
 
 @router.get("/live/statuses", response_class=HTMLResponse)
@@ -218,7 +221,8 @@ async def live_statuses(request: Request, user: UserDep, container: ContainerDep
         return denied(request, None, ConsoleDenied(401, "signed out"))
     ids = [i for i in id if 0 < len(i) <= 128]
     return page(request, "_status_rows.html", user, ids=ids,
-                statuses=await asyncio.to_thread(_statuses, container, ids))
+                statuses=await asyncio.to_thread(_statuses, container, ids,
+                                                 user.principal.scope))
 
 
 # --- breakers --------------------------------------------------------------------------------------

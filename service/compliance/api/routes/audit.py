@@ -6,12 +6,13 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AuditDep, ProducerDep, SettingsDep
+from compliance.api.deps import AuditDep, ReaderDep, SettingsDep
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.store.audit import DEFAULT_TENANT, AuditEntry
+from compliance.store.tenants import TENANT_ID_PATTERN
 
 router = APIRouter(responses=error_responses(401, 403, 422, 503))
 
@@ -56,17 +57,23 @@ class AuditPage(BaseModel):
 
 @router.get("/audit", response_model=AuditPage, responses=error_responses(404))
 async def list_audit(
+    request: Request,
     audit: AuditDep,
     settings: SettingsDep,
-    principal: ProducerDep,
-    tenant: Annotated[str | None, Query(min_length=1, max_length=128, description=(
-        f"Admin keys: only this tenant's entries ('{DEFAULT_TENANT}': the default tenant's). "
-        "Producer keys see their own tenant's only, whatever this says."))] = None,
+    principal: ReaderDep,
+    tenant: Annotated[str | None, Query(
+        pattern=f"^(?:{TENANT_ID_PATTERN.strip('^$')}|{DEFAULT_TENANT})$", description=(
+            f"Admin keys: only this tenant's entries ('{DEFAULT_TENANT}': the default "
+            "tenant's). A tenant's key sees its own only (another tenant named: 404)."))] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=18, pattern=r"^[0-9]+$")] = None,
 ) -> AuditPage:
     """Audit entries still in Redis (older ones are archived to the report storage), newest
-    first. An admin key sees every tenant's; a producer key its own tenant's."""
+    first. An admin key sees every tenant's; a tenant's key its own tenant's (environment
+    producer keys, like for dead letters, none)."""
+    for name in ("tenant", "limit", "cursor"):  # FastAPI would take the last of several
+        if len(request.query_params.getlist(name)) > 1:
+            raise field_error(f"query.{name}", "given more than once")
     if principal.admin:
         every = tenant is None
         wanted = None if tenant in (None, DEFAULT_TENANT) else tenant

@@ -264,6 +264,19 @@ class Settings(BaseSettings):
     # Largest client metadata echoed in report webhooks, bytes of JSON.
     max_metadata_bytes: int = Field(default=4096, ge=2)
 
+    # --- audit trail (docs/audit.md) ----------------------------------------------------------------
+    # Append every delivery outcome (delivered, failed) to the audit trail, in the delivery's own
+    # commit (no round trip of its own; about 250 bytes of Redis each until archived). Admin and
+    # tenant actions are always recorded.
+    audit_deliveries: bool = True
+    # Seconds audit entries stay in Redis at least; older ones are moved to the report storage
+    # (under audit/) in segments by `compliance audit archive`, which `compliance cleanup` (the
+    # chart's retention CronJob, daily) runs. Redis holds this much plus the time between two runs
+    # (with the defaults, 1 to 25 hours of entries).
+    audit_redis_seconds: int = Field(default=3600, ge=60)
+    # Entries per archived segment at most (one gzip'd JSON-lines object each).
+    audit_segment_entries: int = Field(default=50_000, ge=100, le=1_000_000)
+
     # --- metrics --------------------------------------------------------------------------------------
     # Port of a worker's Prometheus endpoint (0 disables it).
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)

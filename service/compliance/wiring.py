@@ -32,6 +32,7 @@ from compliance.reports.storage import ReportStorage, build_storage
 from compliance.reports.workflow import Workflow
 from compliance.settings import Settings
 from compliance.store import broker
+from compliance.store.audit import AuditStore
 from compliance.store.breakers import BreakerStore, SlotPolicy
 from compliance.store.console_sessions import ConsoleSessionStore
 from compliance.store.dead_letters import DeadLetterStore
@@ -117,6 +118,11 @@ class Container:
                                secret_ttl=s.tenant_secret_cache_seconds)
 
     @cached_property
+    def audit(self) -> AuditStore:
+        """The audit trail: ``audit.record(actor=, action=, tenant=, target=, detail=)``."""
+        return AuditStore(self.redis, clock=self.clock)
+
+    @cached_property
     def console_sessions(self) -> ConsoleSessionStore:
         """Signed-in console browsers."""
         return ConsoleSessionStore(self.redis, ttl=self.settings.console_session_ttl)
@@ -126,7 +132,8 @@ class Container:
     def ledger(self) -> Ledger:
         """Atomic state changes of webhooks."""
         return Ledger(client=self.redis, settings=self.settings, statuses=self.statuses,
-                      dead_letters=self.dead_letters, schedule=self.schedule)
+                      dead_letters=self.dead_letters, schedule=self.schedule,
+                      audit_store=self.audit if self.settings.audit_deliveries else None)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
@@ -138,7 +145,7 @@ class Container:
     def submitter(self) -> Submitter:
         """Accepts webhooks and replays dead letters."""
         return Submitter(ledger=self.ledger, dispatcher=self.dispatcher,
-                         dead_letters=self.dead_letters, clock=self.clock)
+                         dead_letters=self.dead_letters, audit=self.audit, clock=self.clock)
 
     @cached_property
     def sender(self) -> Sender:
@@ -173,7 +180,8 @@ class Container:
         sender = AsyncSender(connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                              body_cap=s.response_body_cap, max_connections=max_in_flight,
                              allow_loopback=s.allow_loopback_targets, resolver=self.resolver)
-        scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts]
+        scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts,
+                   *self.ledger.scripts]
         return Pump(settings=s, schedule=self.schedule, ledger=self.ledger,
                     deliverer=self.deliverer, breakers=self.breakers, sender=sender,
                     redis_factory=lambda: create_async_redis(s), scripts=scripts,

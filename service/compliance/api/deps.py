@@ -15,6 +15,7 @@ from compliance.api.errors import APIError
 from compliance.api.principal import DEV_PRINCIPAL, Disabled, Principal, resolve_async
 from compliance.delivery.submit import Submitter
 from compliance.settings import Settings
+from compliance.store.audit import AuditStore
 from compliance.store.breakers import BreakerStore
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.statuses import StatusStore
@@ -56,7 +57,13 @@ async def get_submitter(container: ContainerDep) -> Submitter:
     return container.submitter
 
 
+async def get_audit(container: ContainerDep) -> AuditStore:
+    """The audit trail."""
+    return container.audit
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AuditDep = Annotated[AuditStore, Depends(get_audit)]
 StatusesDep = Annotated[StatusStore, Depends(get_statuses)]
 DeadLettersDep = Annotated[DeadLetterStore, Depends(get_dead_letters)]
 BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]

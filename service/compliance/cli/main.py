@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from compliance.cli.audit import audit
 from compliance.cli.cleanup import cleanup
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
@@ -107,6 +108,7 @@ def worker_alive(path: Path | None, max_age: float | None) -> None:
     click.echo("alive")
 
 
+cli.add_command(audit)
 cli.add_command(cleanup)
 cli.add_command(dev)
 cli.add_command(dlq)

@@ -34,12 +34,22 @@ def _check(pattern: str, what: str) -> Callable[[click.Context, click.Parameter,
 TENANT_ARG = click.argument("tenant_id", callback=_check(TENANT_ID_PATTERN, "tenant id (ten_...)"))
 
 
-def _run(action: Callable[[TenantStore], Any]) -> Any:
+def _run(action: Callable[[TenantStore], Any], *, audited: str | None = None,
+         tenant_id: str | None = None,
+         detail: Callable[[Any], dict[str, Any]] | None = None) -> Any:
+    """Run ``action`` on the tenant store; a change that took place (a truthy result) is
+    recorded in the audit trail as ``audited``, by ``system:cli``."""
+    from compliance.store.audit import SYSTEM_CLI
     from compliance.store.tenants import NotFound, TenancyUnavailable
 
     container = _services()
     try:
-        return action(container.tenant_store)
+        result = action(container.tenant_store)
+        if audited is not None and result:
+            tenant = tenant_id if tenant_id is not None else result[0].tenant_id
+            container.audit.record(actor=SYSTEM_CLI, action=audited, tenant=tenant,
+                                   target=tenant, detail=detail(result) if detail else None)
+        return result
     except TenancyUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     except NotFound as exc:
@@ -69,7 +79,8 @@ def create(name: str, as_json: bool) -> None:
     name = name.strip()
     if not name or len(name) > 200 or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name):
         raise click.BadParameter("a name of 1 to 200 printable characters", param_hint="NAME")
-    created, issued = _run(lambda store: store.create(name))
+    created, issued = _run(lambda store: store.create(name), audited="tenant.create",
+                           detail=lambda r: {"secret_id": r[1].secret_id})
     _emit(as_json, {"tenant_id": created.tenant_id, "name": created.name,
                     "secret_id": issued.secret_id, "secret": issued.secret},
           [f"tenant_id: {created.tenant_id}", f"name: {created.name}",
@@ -97,7 +108,8 @@ def list_(as_json: bool) -> None:
 @TENANT_ARG
 def delete(tenant_id: str) -> None:
     """Delete a tenant and its keys (its queued webhooks are still delivered, signed)."""
-    if not _run(lambda store: store.delete(tenant_id)):
+    if not _run(lambda store: store.delete(tenant_id), audited="tenant.delete",
+                tenant_id=tenant_id):
         raise click.ClickException(f"no tenant {tenant_id}")
     click.echo(f"deleted {tenant_id}")
 
@@ -106,7 +118,8 @@ def delete(tenant_id: str) -> None:
 @TENANT_ARG
 def disable(tenant_id: str) -> None:
     """Refuse the tenant's keys until it is enabled again."""
-    if not _run(lambda store: store.set_disabled(tenant_id, True)):
+    if not _run(lambda store: store.set_disabled(tenant_id, True), audited="tenant.disable",
+                tenant_id=tenant_id):
         raise click.ClickException(f"no tenant {tenant_id}")
     click.echo(f"disabled {tenant_id}")
 
@@ -115,7 +128,8 @@ def disable(tenant_id: str) -> None:
 @TENANT_ARG
 def enable(tenant_id: str) -> None:
     """Accept the tenant's keys again."""
-    if not _run(lambda store: store.set_disabled(tenant_id, False)):
+    if not _run(lambda store: store.set_disabled(tenant_id, False), audited="tenant.enable",
+                tenant_id=tenant_id):
         raise click.ClickException(f"no tenant {tenant_id}")
     click.echo(f"enabled {tenant_id}")
 
@@ -130,7 +144,8 @@ def key() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 def key_create(tenant_id: str, as_json: bool) -> None:
     """Issue a producer key (printed once; only its SHA-256 is kept)."""
-    key_id, value = _run(lambda store: store.issue_key(tenant_id))
+    key_id, value = _run(lambda store: store.issue_key(tenant_id), audited="tenant.key.issue",
+                         tenant_id=tenant_id, detail=lambda r: {"key_id": r[0]})
     _emit(as_json, {"key_id": key_id, "key": value},
           [f"key_id: {key_id}", f"key (shown once): {value}"])
 
@@ -140,7 +155,8 @@ def key_create(tenant_id: str, as_json: bool) -> None:
 @click.argument("key_id", callback=_check(KEY_ID_PATTERN, "key id (key_...)"))
 def key_revoke(tenant_id: str, key_id: str) -> None:
     """Revoke one of a tenant's keys."""
-    if not _run(lambda store: store.revoke_key(tenant_id, key_id)):
+    if not _run(lambda store: store.revoke_key(tenant_id, key_id), audited="tenant.key.revoke",
+                tenant_id=tenant_id, detail=lambda _: {"key_id": key_id}):
         raise click.ClickException(f"tenant {tenant_id} has no key {key_id}")
     click.echo(f"revoked {key_id}")
 
@@ -166,7 +182,9 @@ def secret_rotate(tenant_id: str, overlap: str | None, as_json: bool) -> None:
         chosen = seconds if seconds is not None else Settings().tenant_secret_overlap_seconds
         return store.rotate_secret(tenant_id, overlap_seconds=chosen)
 
-    issued = _run(rotate)
+    issued = _run(rotate, audited="tenant.secret.rotate", tenant_id=tenant_id,
+                  detail=lambda r: {"secret_id": r.secret_id,
+                                    "previous_expire_at": repr(r.previous_expire_at)})
     _emit(as_json, {"secret_id": issued.secret_id, "secret": issued.secret,
                     "created_at": issued.created_at, "expires_at": issued.previous_expire_at},
           [f"secret_id: {issued.secret_id}", f"secret (shown once): {issued.secret}",

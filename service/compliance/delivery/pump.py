@@ -346,12 +346,14 @@ class Pump:
             pipe.scripts.add(script)
         error: Exception | None = None
         try:
+            self._ledger.open_batch(pipe)  # the outcomes' audit entries: one append at the end
             for write, _, cid in batch:
                 token = correlation_id.set(cid)
                 try:
                     write(pipe)
                 finally:
                     correlation_id.reset(token)
+            self._ledger.close_batch(pipe)
             await pipe.execute()
         except Exception as exc:
             error = exc

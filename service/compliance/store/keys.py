@@ -42,6 +42,16 @@ REPORT_LEASE_INDEX = "compliance:schedule:reports"
 REPLICATION_FENCE = "compliance:replication:fence"
 # Every report record by creation time, for the console's list (pruned as records expire).
 REPORT_INDEX = "compliance:index:reports"
+# The audit trail (compliance.store.audit): entries in one stream (ID "{seq}-0"), the chain's end
+# (a hash: last sequence number, its link hash, last archived), one index stream of sequence
+# numbers per tenant (the default tenant's apart), the set of those index keys, and the lock of
+# the one archiver at a time.
+AUDIT_LOG = "compliance:audit:log"
+AUDIT_HEAD = "compliance:audit:head"
+AUDIT_TENANT_INDEX = "compliance:index:audit:tenant:"
+AUDIT_DEFAULT_INDEX = "compliance:index:audit:default"
+AUDIT_INDEXES = "compliance:index:audit:indexes"
+AUDIT_ARCHIVE_LOCK = "compliance:audit:archive_lock"
 # Console sessions (JSON with a sliding TTL), keyed by the SHA-256 of the cookie's token.
 CONSOLE_SESSION_PREFIX = "compliance:console_session:"
 

@@ -76,6 +76,9 @@ async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> R
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     deleted = await asyncio.to_thread(container.statuses.apply, rule)
+    await asyncio.to_thread(container.audit.record, actor=user.key_id, action="webhook.cleanup",
+                            detail={"status": status.value if status else None,
+                                    "older_than_days": days, "deleted": deleted})
     which = f"{status.value} " if status else ""
     log.info("console cleanup", extra={"status": which.strip() or "any", "deleted": deleted})
     return page(request, "result.html", user, nav="webhooks", title="Cleanup done",
@@ -150,7 +153,7 @@ async def replay(request: Request, user: UserDep, container: ContainerDep,
         auth.require_admin(user)
     except ConsoleDenied as exc:
         return denied(request, user, exc)
-    outcome = await asyncio.to_thread(container.submitter.replay, webhook_id)
+    outcome = await asyncio.to_thread(container.submitter.replay, webhook_id, actor=user.key_id)
     if outcome is ReplayOutcome.MISSING:
         return denied(request, user, ConsoleDenied(404, f"No dead letter for {webhook_id}."))
     if outcome is ReplayOutcome.BUSY:
@@ -184,7 +187,7 @@ async def bulk_replay(request: Request, user: UserDep, container: ContainerDep) 
         return denied(request, user, exc)
     confirmed = fields.get("confirmed") == "yes"
     counts = await asyncio.to_thread(container.submitter.replay_many, selector, limit=limit,
-                                     dry_run=not confirmed)
+                                     dry_run=not confirmed, actor=user.key_id)
     kept = {"error_type": selector.error_type or "", "destination": selector.destination or "",
             "limit": str(limit)}
     if not confirmed:
@@ -274,6 +277,8 @@ async def reset(request: Request, user: UserDep, container: ContainerDep) -> Res
     name = fields.get("name", "")
     if not name or not await asyncio.to_thread(container.breakers.reset, name):
         return denied(request, user, ConsoleDenied(404, f"No circuit breaker named {name!r}."))
+    await asyncio.to_thread(container.audit.record, actor=user.key_id, action="breaker.reset",
+                            target=name)
     log.info("console breaker reset", extra={"destination": name})
     return redirect(request, f"/breakers?{urlencode({'reset': name})}")
 

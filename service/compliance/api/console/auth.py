@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 
 from fastapi import Request, Response
 
-from compliance.api.principal import Disabled, Principal, resolve
+from compliance.api.principal import DEV_PRINCIPAL, Disabled, Principal, resolve
 from compliance.store.console_sessions import ConsoleSession, digest
-from compliance.store.tenants import TENANT_KEY_PREFIX
+from compliance.store.tenants import TENANT_KEY_PREFIX, key_id_of_digest
 from compliance.wiring import Container
 
 SESSION_COOKIE = "compliance_console"
@@ -37,6 +37,7 @@ class User:
     csrf: str
     token: str
     tenant: str | None = None
+    key_id: str = ""  # the signed-in key's public name (Principal.key_id), for the audit trail
 
     @property
     def admin(self) -> bool:
@@ -46,8 +47,8 @@ class User:
     @property
     def principal(self) -> Principal:
         """The caller as the JSON routes see it (for the same isolation rules)."""
-        return Principal(role="admin" if self.admin else "producer", key_id="console",
-                         tenant=self.tenant)
+        return Principal(role="admin" if self.admin else "producer",
+                         key_id=self.key_id or "console", tenant=self.tenant)
 
 
 class ConsoleDenied(Exception):
@@ -86,7 +87,11 @@ def current_user(request: Request, container: Container) -> User | None:
     session = container.console_sessions.get(token)
     if session is None or not _still_valid(container, session):
         return None
-    return User(role=session.role, csrf=session.csrf, token=token, tenant=session.tenant)
+    # The session keeps the key's full SHA-256; its key id is that digest's first 16 digits.
+    key_id = (DEV_PRINCIPAL.key_id if container.settings.dev_mode and session.tenant is None
+              else key_id_of_digest(session.key_digest))
+    return User(role=session.role, csrf=session.csrf, token=token, tenant=session.tenant,
+                key_id=key_id)
 
 
 def sign_in(container: Container, api_key: str) -> str | None:

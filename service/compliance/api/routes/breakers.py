@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AdminAuth, BreakersDep, ReaderDep
+from compliance.api.deps import AdminDep, AuditDep, BreakersDep, ReaderDep
 from compliance.api.errors import APIError, error_responses
 from compliance.api.routes.webhooks import TenantFilter
 
@@ -70,10 +70,12 @@ async def list_breakers(
                        reset_timeout_seconds=breakers.reset_timeout)
 
 
-@router.post("/circuit-breakers/{name:path}/reset", responses=error_responses(404),
-             dependencies=[AdminAuth])
-async def reset_breaker(name: str, breakers: BreakersDep) -> dict[str, Any]:
-    """Close a breaker by hand (name: scheme://host:port as listed)."""
+@router.post("/circuit-breakers/{name:path}/reset", responses=error_responses(404))
+async def reset_breaker(name: str, breakers: BreakersDep, audit: AuditDep,
+                        principal: AdminDep) -> dict[str, Any]:
+    """Close a breaker by hand (name: scheme://host:port as listed); audited."""
     if not await asyncio.to_thread(breakers.reset, name):
         raise APIError(404, "not_found", f"no circuit breaker named {name}")
+    await asyncio.to_thread(audit.record, actor=principal.key_id, action="breaker.reset",
+                            tenant=principal.tenant, target=name)
     return {"destination": name, "state": "closed"}

@@ -94,8 +94,10 @@ class ReplayOne(BaseModel):
              responses=error_responses(404, 409))
 async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep,
                              principal: ReaderDep) -> ReplayOne:
-    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
-    outcome = await asyncio.to_thread(submitter.replay, webhook_id, scope=principal.scope)
+    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget
+    (audited)."""
+    outcome = await asyncio.to_thread(submitter.replay, webhook_id, actor=principal.key_id,
+                                      scope=principal.scope)
     if outcome is ReplayOutcome.MISSING:
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
     if outcome is ReplayOutcome.BUSY:
@@ -133,7 +135,7 @@ class BulkReplayResult(BaseModel):
 @router.post("/dead-letters/replay", response_model=BulkReplayResult, responses=error_responses(413))
 async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep,
                               principal: ReaderDep) -> BulkReplayResult:
-    """Replay the selected dead letters, up to ``limit``."""
+    """Replay the selected dead letters, up to ``limit`` (each replay and the bulk audited)."""
     check_body(body, max_depth=1)
     selector = DeadLetterFilter(
         error_type=body.error_type, destination=body.destination,
@@ -141,6 +143,7 @@ async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep,
         scope=listing_scope(principal, body.tenant),
     )
     counts = await asyncio.to_thread(submitter.replay_many, selector,
-                                     limit=body.limit, dry_run=body.dry_run)
+                                     limit=body.limit, dry_run=body.dry_run,
+                                     actor=principal.key_id, tenant=principal.tenant)
     return BulkReplayResult(matched=counts.matched, replayed=counts.replayed,
                             skipped=counts.skipped, failed=counts.failed, dry_run=body.dry_run)

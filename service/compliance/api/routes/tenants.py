@@ -94,9 +94,20 @@ class Disabled(BaseModel):
     disabled: bool
 
 
-def _done(action: str, by: Principal, tenant_id: str, **fields: str) -> None:
-    """One log line per change: what, to which tenant, by which key id (never a key or secret)."""
+# What each change is called in the audit trail.
+_AUDITED = {"tenant created": "tenant.create", "tenant deleted": "tenant.delete",
+            "tenant disabled": "tenant.disable", "tenant enabled": "tenant.enable",
+            "tenant key issued": "tenant.key.issue", "tenant key revoked": "tenant.key.revoke",
+            "tenant secret rotated": "tenant.secret.rotate"}
+
+
+async def _done(container: Container, action: str, by: Principal, tenant_id: str,
+                **fields: str) -> None:
+    """One log line and one audit entry per change: what, to which tenant, by which key id
+    (never a key or secret)."""
     log.info(action, extra={"tenant": tenant_id, "by_key_id": by.key_id, **fields})
+    await asyncio.to_thread(container.audit.record, actor=by.key_id, action=_AUDITED[action],
+                            tenant=tenant_id, target=tenant_id, detail=fields or None)
 
 
 def _store(container: Container) -> TenantStore:
@@ -118,7 +129,7 @@ async def create_tenant(body: NewTenant, container: ContainerDep, by: AdminDep) 
         tenant, issued = await asyncio.to_thread(_store(container).create, body.name)
     except TenancyUnavailable as exc:
         raise _unavailable(exc) from exc
-    _done("tenant created", by, tenant.tenant_id, secret_id=issued.secret_id)
+    await _done(container, "tenant created", by, tenant.tenant_id, secret_id=issued.secret_id)
     return TenantCreated(tenant_id=tenant.tenant_id, name=tenant.name,
                          secret_id=issued.secret_id, secret=issued.secret)
 
@@ -144,7 +155,7 @@ async def delete_tenant(tenant_id: TenantId, container: ContainerDep, by: AdminD
     if not await asyncio.to_thread(_store(container).delete, tenant_id):
         raise _missing(tenant_id)
     container.tenants.forget()
-    _done("tenant deleted", by, tenant_id)
+    await _done(container, "tenant deleted", by, tenant_id)
     return Response(status_code=204)
 
 
@@ -153,7 +164,7 @@ async def _set_disabled(container: Container, tenant_id: str, disabled: bool,
     if not await asyncio.to_thread(_store(container).set_disabled, tenant_id, disabled):
         raise _missing(tenant_id)
     container.tenants.forget()
-    _done("tenant disabled" if disabled else "tenant enabled", by, tenant_id)
+    await _done(container, "tenant disabled" if disabled else "tenant enabled", by, tenant_id)
     return Disabled(tenant_id=tenant_id, disabled=disabled)
 
 
@@ -177,7 +188,7 @@ async def create_key(tenant_id: TenantId, container: ContainerDep, by: AdminDep)
         key_id, key = await asyncio.to_thread(_store(container).issue_key, tenant_id)
     except NotFound as exc:
         raise _missing(tenant_id) from exc
-    _done("tenant key issued", by, tenant_id, key_id=key_id)
+    await _done(container, "tenant key issued", by, tenant_id, key_id=key_id)
     return KeyCreated(key_id=key_id, key=key)
 
 
@@ -189,7 +200,7 @@ async def revoke_key(tenant_id: TenantId, key_id: KeyId, container: ContainerDep
     if not await asyncio.to_thread(_store(container).revoke_key, tenant_id, key_id):
         raise APIError(404, "not_found", f"tenant {tenant_id} has no key {key_id}")
     container.tenants.forget()
-    _done("tenant key revoked", by, tenant_id, key_id=key_id)
+    await _done(container, "tenant key revoked", by, tenant_id, key_id=key_id)
     return Response(status_code=204)
 
 
@@ -209,7 +220,7 @@ async def rotate_secret(tenant_id: TenantId, container: ContainerDep, by: AdminD
         raise _missing(tenant_id) from exc
     except TenancyUnavailable as exc:
         raise _unavailable(exc) from exc
-    _done("tenant secret rotated", by, tenant_id, secret_id=issued.secret_id,
+    await _done(container, "tenant secret rotated", by, tenant_id, secret_id=issued.secret_id,
           previous_expire_at=repr(issued.previous_expire_at))
     return SecretCreated(secret_id=issued.secret_id, secret=issued.secret,
                          created_at=issued.created_at, expires_at=issued.previous_expire_at)

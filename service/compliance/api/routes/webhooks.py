@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from compliance.api.deps import (
-    AdminAuth,
+    AdminDep,
+    AuditDep,
     ProducerDep,
     SettingsDep,
     StatusesDep,
@@ -215,10 +216,12 @@ class CleanupResult(BaseModel):
     older_than_days: float | None
 
 
-@router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth],
+@router.post("/webhook-cleanup", response_model=CleanupResult,
              responses=error_responses(401, 403, 422, 503))
 async def webhook_cleanup(
     statuses: StatusesDep,
+    audit: AuditDep,
+    principal: AdminDep,
     older_than_days: Annotated[float | None, Query(ge=0, le=3650)] = None,
     status: Status | None = None,
 ) -> CleanupResult:
@@ -233,4 +236,8 @@ async def webhook_cleanup(
     except ValueError as exc:
         raise field_error("query.older_than_days", str(exc)) from exc
     deleted = await asyncio.to_thread(statuses.apply, rule)
+    await asyncio.to_thread(audit.record, actor=principal.key_id, action="webhook.cleanup",
+                            tenant=principal.tenant,
+                            detail={"status": status, "older_than_days": older_than_days,
+                                    "deleted": deleted})
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

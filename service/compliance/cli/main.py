@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import click
+import redis
 
 from compliance.cli.audit import audit
 from compliance.cli.cleanup import cleanup
@@ -27,7 +28,20 @@ WORKER_KINDS = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group: a command that cannot reach Redis ends with one clear line and exit
+    code 1, not a traceback (a command that means something else by it catches it first)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the chosen command."""
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            raise click.ClickException(
+                f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compliance-reporting")
 def cli() -> None:
     """Compliance reporting service: API, workers, dev mode and DLQ tools."""

@@ -449,3 +449,15 @@ def test_one_archive_pass_at_a_time_and_verify_waits_for_it(
     assert out.returncode == 2 and "archive pass is running" in out.stderr
     r.delete(keys.AUDIT_ARCHIVE_LOCK)
     assert verify(env)[0] == 0 and r.get(keys.AUDIT_ARCHIVE_LOCK) is None
+
+
+def test_a_duration_that_is_not_a_finite_number_is_a_cli_error(
+        env: dict[str, str], container: Container) -> None:
+    # "nan" parsed as a float: no entry is "newer" than NaN, so the pass archived every entry,
+    # the ones written a moment ago too.
+    record_some(container, 3)
+    for bad in ("nan", "NaN", "inf", "1e400d"):
+        out = cli(env, "audit", "archive", "--older-than", bad)
+        assert out.returncode == 2, (bad, out.stdout, out.stderr)
+        assert "duration" in out.stderr and "Traceback" not in out.stderr
+    assert container.audit.size() == 3

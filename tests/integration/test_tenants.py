@@ -461,3 +461,38 @@ def test_a_tenants_listing_reads_its_own_index_not_everyones(client: TestClient,
                              headers=as_key(PRODUCER_KEY)).json()
         found, cursor = [i["webhook_id"] for i in default["items"]], default["next_cursor"]
     assert found == [oldest]
+
+
+def test_secrets_gone_between_the_check_and_the_signing_dead_letter_not_send_unsigned(
+        tenant_env: dict[str, str], receiver: Receiver, r: redis.Redis) -> None:
+    """The engine checks a tenant has a secret before it resolves the host and reads the
+    secrets again to sign: if they went in between (a deleted tenant's drain period lapsing,
+    the encryption key removed, a cache refresh at that moment) it must not send unsigned."""
+    from compliance.delivery.engine import AttemptOutcome
+    from compliance.delivery.models import Envelope
+    from compliance.store import keys
+    from compliance.wiring import Container
+
+    settings = settings_from_env({**tenant_env, "COMPLIANCE_TENANT_SECRET_CACHE_SECONDS": "0"})
+    tenant_holder: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        r.delete(keys.tenant_secrets_key(tenant_holder[0]))  # the secrets go during DNS
+        return ["127.0.0.1"]
+
+    container = Container(settings, resolver=resolver)
+    try:
+        created, _ = container.tenant_store.create("racy")
+        tenant_holder.append(created.tenant_id)
+        env = Envelope(webhook_id="wh_race_1", url=f"http://localhost:{receiver.port}/hook", event="e",
+                       payload={}, tenant=created.tenant_id)
+        container.submitter.submit(env)
+        outcome = container.deliverer.attempt(env)
+        assert not [q for q in receiver.requests if "webhook-signature" not in
+                    {k.lower() for k in q.headers}], "sent unsigned"
+        assert outcome is AttemptOutcome.DEAD_LETTERED
+        entry = container.dead_letters.get("wh_race_1")
+        assert entry is not None and entry.error_type == "validation"
+        assert "no signing secret" in entry.error
+    finally:
+        container.close()

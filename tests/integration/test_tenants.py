@@ -496,3 +496,40 @@ def test_secrets_gone_between_the_check_and_the_signing_dead_letter_not_send_uns
         assert "no signing secret" in entry.error
     finally:
         container.close()
+
+
+def test_an_enable_racing_a_delete_does_not_bring_the_tenant_back(
+        tsettings: Settings, r: redis.Redis) -> None:
+    """set_disabled checked the tenant existed, then wrote its flag: a delete in between left
+    a tenant hash of one field, i.e. a deleted tenant that exists again (unlisted) and whose
+    new keys would work."""
+    import threading
+
+    from compliance.store import keys
+    from compliance.wiring import Container
+
+    container = Container(tsettings)
+    other = Container(tsettings)
+    try:
+        store, racer = container.tenant_store, other.tenant_store
+        revived = []
+        for _ in range(150):
+            tenant, _ = store.create("doomed")
+            start = threading.Barrier(2)
+
+            def enable(tenant_id: str = tenant.tenant_id) -> None:
+                start.wait()
+                for _ in range(3):
+                    racer.set_disabled(tenant_id, False)
+
+            thread = threading.Thread(target=enable)
+            thread.start()
+            start.wait()
+            store.delete(tenant.tenant_id)
+            thread.join()
+            if r.exists(keys.tenant_key(tenant.tenant_id)):
+                revived.append(tenant.tenant_id)
+        assert not revived, f"{len(revived)} deleted tenants exist again"
+    finally:
+        container.close()
+        other.close()

@@ -267,10 +267,12 @@ class TenantStore:
 
     def set_disabled(self, tenant_id: str, disabled: bool) -> bool:
         """Disable (its keys are refused) or enable a tenant; False when unknown."""
-        if not self.exists(tenant_id):
-            return False
-        self._r.hset(keys.tenant_key(tenant_id), "disabled", "1" if disabled else "0")
-        return True
+        # One script: an existence check then a write would re-create a tenant deleted in
+        # between (a one-field hash: an unlisted tenant whose new keys would work).
+        return bool(self._r.eval(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+            "redis.call('HSET', KEYS[1], 'disabled', ARGV[1]) return 1",
+            1, keys.tenant_key(tenant_id), "1" if disabled else "0"))
 
     def delete(self, tenant_id: str) -> bool:
         """Delete a tenant and its keys at once; its secrets stay ``drain_ttl`` seconds so that

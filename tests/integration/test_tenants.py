@@ -533,3 +533,20 @@ def test_an_enable_racing_a_delete_does_not_bring_the_tenant_back(
     finally:
         container.close()
         other.close()
+
+
+def test_the_tenant_and_audit_cli_name_an_unreachable_redis_without_a_traceback(
+        tenant_env: dict[str, str]) -> None:
+    from compliance.localredis import free_port
+
+    run_env = {**os.environ, **tenant_env,
+               "COMPLIANCE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args in (["tenant", "list"], ["tenant", "create", "Acme"],
+                 ["tenant", "disable", "ten_0123456789abcdef"],
+                 ["tenant", "key", "create", "ten_0123456789abcdef"],
+                 ["audit", "list"]):
+        out = subprocess.run([sys.executable, "-m", "compliance.cli.main", *args], env=run_env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "Redis is unavailable" in out.stderr, \
+            (args, out.stderr)

@@ -550,3 +550,23 @@ def test_the_tenant_and_audit_cli_name_an_unreachable_redis_without_a_traceback(
         assert out.returncode == 1, (args, out.stderr)
         assert "Traceback" not in out.stderr and "Redis is unavailable" in out.stderr, \
             (args, out.stderr)
+
+
+def test_a_deleted_tenants_indexes_expire_instead_of_staying_forever(
+        client: TestClient, tsettings: Settings, r: redis.Redis) -> None:
+    """Nothing prunes a deleted tenant's own indexes any more (its listings are never read
+    again): they expire once every record they can name has."""
+    from compliance.store import keys
+
+    tenant = new_tenant(client, "Leaving")
+    submit(client, tenant["key"], "http://127.0.0.1:9/gone")
+    client.post("/reports", json=good(webhook_url="http://127.0.0.1:9/r"),
+                headers=as_key(tenant["key"]))
+    r.zadd(keys.tenant_dead_letter_index(tenant["id"]), {"wh_x": time.time()})
+    indexes = [k for k in r.scan_iter(f"compliance:index:tenant_*{tenant['id']}*")]
+    assert len(indexes) >= 3, indexes  # statuses, reports, destinations, dead letters
+    assert client.delete(f"/tenants/{tenant['id']}", headers=ADMIN).status_code == 204
+    longest = max(tsettings.status_ttl_open, tsettings.status_ttl_delivered,
+                  tsettings.dead_letter_ttl, tsettings.report_ttl)
+    for index in indexes:
+        assert 0 < r.ttl(index) <= longest, index

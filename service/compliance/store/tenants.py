@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel
 
 from compliance.store import keys
+from compliance.store.records import Status
 
 TENANT_KEY_PREFIX = "ctk_"  # every tenant key starts so; other keys never reach Redis
 TENANT_ID_PATTERN = r"^ten_[0-9a-f]{16}$"
@@ -185,10 +186,13 @@ class TenantStore:
     configured, and every secret operation raises TenancyUnavailable)."""
 
     def __init__(self, client: redis.Redis, *, cipher: MultiFernet | None, drain_ttl: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 index_ttl: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self._r = client
         self._cipher = cipher
         self._drain_ttl = drain_ttl
+        # How long a deleted tenant's own indexes stay (as long as any record they can name:
+        # nothing prunes them once the tenant is gone).
+        self._index_ttl = index_ttl if index_ttl is not None else drain_ttl
         self._clock = clock
         self._lookup = client.register_script(_LOOKUP)
         self._lookup_scripts: dict[int, Any] = {}
@@ -285,6 +289,10 @@ class TenantStore:
             pipe.delete(keys.tenant_api_key(json.loads(raw)["digest"]))
         pipe.delete(keys.tenant_keys_key(tenant_id))
         pipe.expire(keys.tenant_secrets_key(tenant_id), self._drain_ttl)
+        for index in [*(keys.tenant_status_index(tenant_id, status) for status in Status),
+                      keys.tenant_dead_letter_index(tenant_id),
+                      keys.tenant_report_index(tenant_id), keys.tenant_destinations(tenant_id)]:
+            pipe.expire(index, self._index_ttl)
         existed, *_ = pipe.execute()
         return bool(existed)
 

@@ -570,3 +570,42 @@ def test_a_deleted_tenants_indexes_expire_instead_of_staying_forever(
                   tsettings.dead_letter_ttl, tsettings.report_ttl)
     for index in indexes:
         assert 0 < r.ttl(index) <= longest, index
+
+
+def test_a_key_issued_while_its_tenant_is_deleted_is_not_left_behind(
+        tsettings: Settings, r: redis.Redis) -> None:
+    """issue_key checked the tenant existed, then wrote the key: a delete in between answered
+    201 with a key that never worked, and left its records in Redis for good."""
+    import contextlib
+    import threading
+
+    from compliance.store import keys
+    from compliance.store.tenants import NotFound, key_digest
+    from compliance.wiring import Container
+
+    container, other = Container(tsettings), Container(tsettings)
+    try:
+        store, racer = container.tenant_store, other.tenant_store
+        left = []
+        for _ in range(150):
+            tenant, _ = store.create("doomed")
+            start = threading.Barrier(2)
+            issued: list[str] = []
+
+            def issue(tenant_id: str = tenant.tenant_id, out: list[str] = issued) -> None:
+                start.wait()
+                with contextlib.suppress(NotFound):
+                    out.append(racer.issue_key(tenant_id)[1])
+
+            thread = threading.Thread(target=issue)
+            thread.start()
+            start.wait()
+            store.delete(tenant.tenant_id)
+            thread.join()
+            if r.exists(keys.tenant_keys_key(tenant.tenant_id)) or any(
+                    r.exists(keys.tenant_api_key(key_digest(k))) for k in issued):
+                left.append(tenant.tenant_id)
+        assert not left, f"{len(left)} deleted tenants kept a key"
+    finally:
+        container.close()
+        other.close()

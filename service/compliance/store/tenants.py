@@ -281,37 +281,52 @@ class TenantStore:
     def delete(self, tenant_id: str) -> bool:
         """Delete a tenant and its keys at once; its secrets stay ``drain_ttl`` seconds so that
         webhooks it queued are still delivered signed. False when unknown."""
-        key_map = self._r.hgetall(keys.tenant_keys_key(tenant_id))
-        pipe = self._r.pipeline(transaction=True)
-        pipe.delete(keys.tenant_key(tenant_id))
-        pipe.zrem(keys.TENANT_INDEX, tenant_id)
-        for raw in key_map.values():  # type: ignore[union-attr]
-            pipe.delete(keys.tenant_api_key(json.loads(raw)["digest"]))
-        pipe.delete(keys.tenant_keys_key(tenant_id))
-        pipe.expire(keys.tenant_secrets_key(tenant_id), self._drain_ttl)
-        for index in [*(keys.tenant_status_index(tenant_id, status) for status in Status),
-                      keys.tenant_dead_letter_index(tenant_id),
-                      keys.tenant_report_index(tenant_id), keys.tenant_destinations(tenant_id)]:
-            pipe.expire(index, self._index_ttl)
-        existed, *_ = pipe.execute()
-        return bool(existed)
+        # WATCH the key ids: a key issued between reading them and deleting would stay.
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.tenant_keys_key(tenant_id))  # type: ignore[no-untyped-call]
+                    key_map = pipe.hgetall(keys.tenant_keys_key(tenant_id))
+                    pipe.multi()
+                    pipe.delete(keys.tenant_key(tenant_id))
+                    pipe.zrem(keys.TENANT_INDEX, tenant_id)
+                    for raw in key_map.values():
+                        pipe.delete(keys.tenant_api_key(json.loads(raw)["digest"]))
+                    pipe.delete(keys.tenant_keys_key(tenant_id))
+                    pipe.expire(keys.tenant_secrets_key(tenant_id), self._drain_ttl)
+                    for index in [*(keys.tenant_status_index(tenant_id, s) for s in Status),
+                                  keys.tenant_dead_letter_index(tenant_id),
+                                  keys.tenant_report_index(tenant_id),
+                                  keys.tenant_destinations(tenant_id)]:
+                        pipe.expire(index, self._index_ttl)
+                    existed, *_ = pipe.execute()
+                    return bool(existed)
+                except redis.WatchError:
+                    continue
 
     # --- keys ------------------------------------------------------------------------------
     def issue_key(self, tenant_id: str) -> tuple[str, str]:
         """(key id, key): a new producer key of the tenant; the key is shown once."""
-        if not self.exists(tenant_id):
-            raise NotFound(tenant_id)
         key = TENANT_KEY_PREFIX + secrets.token_urlsafe(32)
         digest = key_digest(key)
         key_id = key_id_of_digest(digest)
-        now = self._clock()
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(keys.tenant_api_key(digest),
-                 json.dumps({"tenant": tenant_id, "key_id": key_id, "created_at": now}))
-        pipe.hset(keys.tenant_keys_key(tenant_id), key_id,
-                  json.dumps({"digest": digest, "created_at": now}))
-        pipe.execute()
-        return key_id, key
+        # WATCH the tenant: a delete between the check and the write would leave a key behind.
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.tenant_key(tenant_id))  # type: ignore[no-untyped-call]
+                    if not pipe.exists(keys.tenant_key(tenant_id)):
+                        raise NotFound(tenant_id)
+                    now = self._clock()
+                    pipe.multi()
+                    pipe.set(keys.tenant_api_key(digest), json.dumps(
+                        {"tenant": tenant_id, "key_id": key_id, "created_at": now}))
+                    pipe.hset(keys.tenant_keys_key(tenant_id), key_id,
+                              json.dumps({"digest": digest, "created_at": now}))
+                    pipe.execute()
+                    return key_id, key
+                except redis.WatchError:
+                    continue
 
     def revoke_key(self, tenant_id: str, key_id: str) -> bool:
         """Revoke one key; False when the tenant has no such key."""

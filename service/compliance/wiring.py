@@ -108,6 +108,8 @@ class Container:
         s = self.settings
         cipher = TenantStore.build_cipher([k.get_secret_value() for k in s.tenant_encryption_keys])
         return TenantStore(self.redis, cipher=cipher, drain_ttl=s.status_ttl_open,
+                           index_ttl=max(s.status_ttl_open, s.status_ttl_delivered,
+                                         s.dead_letter_ttl, s.report_ttl),
                            clock=self.clock)
 
     @cached_property

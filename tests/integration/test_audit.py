@@ -449,3 +449,33 @@ def test_one_archive_pass_at_a_time_and_verify_waits_for_it(
     assert out.returncode == 2 and "archive pass is running" in out.stderr
     r.delete(keys.AUDIT_ARCHIVE_LOCK)
     assert verify(env)[0] == 0 and r.get(keys.AUDIT_ARCHIVE_LOCK) is None
+
+
+def test_a_duration_that_is_not_a_finite_number_is_a_cli_error(
+        env: dict[str, str], container: Container) -> None:
+    # "nan" parsed as a float: no entry is "newer" than NaN, so the pass archived every entry,
+    # the ones written a moment ago too.
+    record_some(container, 3)
+    for bad in ("nan", "NaN", "inf", "1e400d"):
+        out = cli(env, "audit", "archive", "--older-than", bad)
+        assert out.returncode == 2, (bad, out.stdout, out.stderr)
+        assert "duration" in out.stderr and "Traceback" not in out.stderr
+    assert container.audit.size() == 3
+
+
+def test_a_head_deleted_or_rewound_behind_the_entries_is_found(
+        env: dict[str, str], container: Container, r: redis.Redis) -> None:
+    # verify walked Redis up to the head's sequence number: with the head gone (or set back),
+    # it skipped every entry after it and called an edited chain intact.
+    record_some(container, 5)
+    assert verify(env)[0] == 0
+    head = r.hgetall(keys.AUDIT_HEAD)
+    r.hset(keys.AUDIT_HEAD, "seq", "2")  # set back behind entries 3 to 5
+    code, summary, err = verify(env)
+    assert code == 1 and summary["bad_seq"] == 3 and "head" in summary["reason"], (summary, err)
+    r.hset(keys.AUDIT_HEAD, mapping=head)
+    assert verify(env)[0] == 0
+    rewrite_log(r, lambda seq, f: {**f, "actor": "key_forged"} if seq == 3 else f)
+    r.delete(keys.AUDIT_HEAD)
+    code, summary, err = verify(env)
+    assert code == 1 and summary["where"] == "redis" and summary["bad_seq"] == 3, (summary, err)

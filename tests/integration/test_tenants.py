@@ -461,3 +461,151 @@ def test_a_tenants_listing_reads_its_own_index_not_everyones(client: TestClient,
                              headers=as_key(PRODUCER_KEY)).json()
         found, cursor = [i["webhook_id"] for i in default["items"]], default["next_cursor"]
     assert found == [oldest]
+
+
+def test_secrets_gone_between_the_check_and_the_signing_dead_letter_not_send_unsigned(
+        tenant_env: dict[str, str], receiver: Receiver, r: redis.Redis) -> None:
+    """The engine checks a tenant has a secret before it resolves the host and reads the
+    secrets again to sign: if they went in between (a deleted tenant's drain period lapsing,
+    the encryption key removed, a cache refresh at that moment) it must not send unsigned."""
+    from compliance.delivery.engine import AttemptOutcome
+    from compliance.delivery.models import Envelope
+    from compliance.store import keys
+    from compliance.wiring import Container
+
+    settings = settings_from_env({**tenant_env, "COMPLIANCE_TENANT_SECRET_CACHE_SECONDS": "0"})
+    tenant_holder: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        r.delete(keys.tenant_secrets_key(tenant_holder[0]))  # the secrets go during DNS
+        return ["127.0.0.1"]
+
+    container = Container(settings, resolver=resolver)
+    try:
+        created, _ = container.tenant_store.create("racy")
+        tenant_holder.append(created.tenant_id)
+        env = Envelope(webhook_id="wh_race_1", url=f"http://localhost:{receiver.port}/hook", event="e",
+                       payload={}, tenant=created.tenant_id)
+        container.submitter.submit(env)
+        outcome = container.deliverer.attempt(env)
+        assert not [q for q in receiver.requests if "webhook-signature" not in
+                    {k.lower() for k in q.headers}], "sent unsigned"
+        assert outcome is AttemptOutcome.DEAD_LETTERED
+        entry = container.dead_letters.get("wh_race_1")
+        assert entry is not None and entry.error_type == "validation"
+        assert "no signing secret" in entry.error
+    finally:
+        container.close()
+
+
+def test_an_enable_racing_a_delete_does_not_bring_the_tenant_back(
+        tsettings: Settings, r: redis.Redis) -> None:
+    """set_disabled checked the tenant existed, then wrote its flag: a delete in between left
+    a tenant hash of one field, i.e. a deleted tenant that exists again (unlisted) and whose
+    new keys would work."""
+    import threading
+
+    from compliance.store import keys
+    from compliance.wiring import Container
+
+    container = Container(tsettings)
+    other = Container(tsettings)
+    try:
+        store, racer = container.tenant_store, other.tenant_store
+        revived = []
+        for _ in range(150):
+            tenant, _ = store.create("doomed")
+            start = threading.Barrier(2)
+
+            def enable(tenant_id: str = tenant.tenant_id) -> None:
+                start.wait()
+                for _ in range(3):
+                    racer.set_disabled(tenant_id, False)
+
+            thread = threading.Thread(target=enable)
+            thread.start()
+            start.wait()
+            store.delete(tenant.tenant_id)
+            thread.join()
+            if r.exists(keys.tenant_key(tenant.tenant_id)):
+                revived.append(tenant.tenant_id)
+        assert not revived, f"{len(revived)} deleted tenants exist again"
+    finally:
+        container.close()
+        other.close()
+
+
+def test_the_tenant_and_audit_cli_name_an_unreachable_redis_without_a_traceback(
+        tenant_env: dict[str, str]) -> None:
+    from compliance.localredis import free_port
+
+    run_env = {**os.environ, **tenant_env,
+               "COMPLIANCE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for args in (["tenant", "list"], ["tenant", "create", "Acme"],
+                 ["tenant", "disable", "ten_0123456789abcdef"],
+                 ["tenant", "key", "create", "ten_0123456789abcdef"],
+                 ["audit", "list"]):
+        out = subprocess.run([sys.executable, "-m", "compliance.cli.main", *args], env=run_env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 1, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "Redis is unavailable" in out.stderr, \
+            (args, out.stderr)
+
+
+def test_a_deleted_tenants_indexes_expire_instead_of_staying_forever(
+        client: TestClient, tsettings: Settings, r: redis.Redis) -> None:
+    """Nothing prunes a deleted tenant's own indexes any more (its listings are never read
+    again): they expire once every record they can name has."""
+    from compliance.store import keys
+
+    tenant = new_tenant(client, "Leaving")
+    submit(client, tenant["key"], "http://127.0.0.1:9/gone")
+    client.post("/reports", json=good(webhook_url="http://127.0.0.1:9/r"),
+                headers=as_key(tenant["key"]))
+    r.zadd(keys.tenant_dead_letter_index(tenant["id"]), {"wh_x": time.time()})
+    indexes = [k for k in r.scan_iter(f"compliance:index:tenant_*{tenant['id']}*")]
+    assert len(indexes) >= 3, indexes  # statuses, reports, destinations, dead letters
+    assert client.delete(f"/tenants/{tenant['id']}", headers=ADMIN).status_code == 204
+    longest = max(tsettings.status_ttl_open, tsettings.status_ttl_delivered,
+                  tsettings.dead_letter_ttl, tsettings.report_ttl)
+    for index in indexes:
+        assert 0 < r.ttl(index) <= longest, index
+
+
+def test_a_key_issued_while_its_tenant_is_deleted_is_not_left_behind(
+        tsettings: Settings, r: redis.Redis) -> None:
+    """issue_key checked the tenant existed, then wrote the key: a delete in between answered
+    201 with a key that never worked, and left its records in Redis for good."""
+    import contextlib
+    import threading
+
+    from compliance.store import keys
+    from compliance.store.tenants import NotFound, key_digest
+    from compliance.wiring import Container
+
+    container, other = Container(tsettings), Container(tsettings)
+    try:
+        store, racer = container.tenant_store, other.tenant_store
+        left = []
+        for _ in range(150):
+            tenant, _ = store.create("doomed")
+            start = threading.Barrier(2)
+            issued: list[str] = []
+
+            def issue(tenant_id: str = tenant.tenant_id, out: list[str] = issued) -> None:
+                start.wait()
+                with contextlib.suppress(NotFound):
+                    out.append(racer.issue_key(tenant_id)[1])
+
+            thread = threading.Thread(target=issue)
+            thread.start()
+            start.wait()
+            store.delete(tenant.tenant_id)
+            thread.join()
+            if r.exists(keys.tenant_keys_key(tenant.tenant_id)) or any(
+                    r.exists(keys.tenant_api_key(key_digest(k))) for k in issued):
+                left.append(tenant.tenant_id)
+        assert not left, f"{len(left)} deleted tenants kept a key"
+    finally:
+        container.close()
+        other.close()

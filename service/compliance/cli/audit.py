@@ -128,12 +128,16 @@ def archive(older_than: str | None) -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 def list_(tenant: str | None, limit: int) -> None:
     """Entries still in Redis, newest first, one JSON object a line."""
+    import redis
+
     from compliance.store.audit import DEFAULT_TENANT
 
     services = _services()
     try:
         page = services.audit.page(tenant=None if tenant == DEFAULT_TENANT else tenant,
                                    every_tenant=tenant is None, limit=limit)
+    except redis.RedisError as exc:
+        raise click.ClickException(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
     finally:
         services.close()
     for entry in page.items:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ def parse_duration(value: str | None) -> float | None:
         seconds = float(number) * (unit or 1)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a duration like 90, 15m, 2h or 7d") from None
+    if not math.isfinite(seconds):  # "nan" compares false with every age: it selected them all
+        raise click.BadParameter(f"{value!r} is not a duration like 90, 15m, 2h or 7d")
     if seconds < 0:
         raise click.BadParameter("durations cannot be negative")
     return seconds

@@ -101,7 +101,10 @@ class Deliverer:
         except ssrf.UnsafeURLError as exc:
             # Refused before anything was sent; a probe lease taken here lapses on its own.
             return self.refuse(env, exc, origin=target.origin)
-        body, headers = self.sign(env)
+        try:
+            body, headers = self.sign(env)
+        except ssrf.Unsignable as exc:  # the secrets went while the host was resolved
+            return self.refuse(env, exc, origin=target.origin)
         result = self._sender.post(target, address, body, headers)
         return self.settle(env, target.origin, probe, result, headers)
 
@@ -119,13 +122,18 @@ class Deliverer:
                                     resolver=self._resolver)
 
     def sign(self, env: Envelope) -> tuple[bytes, dict[str, str]]:
-        """The body and the signed headers of one attempt."""
+        """The body and the signed headers of one attempt (raises Unsignable for a named
+        tenant's webhook when that tenant has no signing secret left: the secrets are read
+        again here, after ``target`` checked them, and may have gone in between)."""
+        secrets = self.secrets_for(env.tenant)
+        if env.tenant is not None and not secrets:
+            raise ssrf.Unsignable(f"tenant {env.tenant} has no signing secret")
         body = json.dumps(
             {"type": env.event, "timestamp": _iso(self._clock()), "data": env.payload},
             separators=(",", ":"), sort_keys=True,
         )
         headers = signing.signed_headers(
-            secrets=self.secrets_for(env.tenant), webhook_id=env.webhook_id, body=body,
+            secrets=secrets, webhook_id=env.webhook_id, body=body,
             correlation_id=env.correlation_id,
         )
         return body.encode(), headers

@@ -289,7 +289,13 @@ class Pump:
             await self._commit(lambda pipe: d.refuse(env, forbidden, pipe=pipe,
                                                      origin=target.origin))
             return
-        body, headers = d.sign(env)
+        try:
+            body, headers = d.sign(env)
+        except ssrf.Unsignable as exc:  # the secrets went while the host was checked
+            unsignable = exc
+            await self._commit(lambda pipe: d.refuse(env, unsignable, pipe=pipe,
+                                                     origin=target.origin))
+            return
         result = await self._sender.post(target, body, headers)
         await self._commit(lambda pipe: d.settle(env, target.origin, probe, result, headers,
                                                  pipe=pipe))

@@ -218,11 +218,15 @@ def verify(store: AuditStore, storage: ReportStorage,
         except (ValueError, KeyError, TypeError, StorageNotFoundError) as exc:
             raise StorageError(f"anchor {key} cannot be read: {exc}") from exc
         stored_anchors += 1
+    # The newest entry before the head: the head moves with every append, so it can only be
+    # behind an entry read before it when it was deleted or set back by hand. Then the walk
+    # goes on to that entry (and names what it finds) instead of stopping at the head.
+    top = store.last_seq()
     head = store.head()
     checked = 0
     prev_link, prev_seq, prev_where = GENESIS, 0, "start"
     problem: Problem | None = None
-    walk = _located(storage, found, store, until=head.seq)
+    walk = _located(storage, found, store, until=max(head.seq, top))
     try:
         pending = next(walk, None)
         while pending is not None:
@@ -263,6 +267,11 @@ def verify(store: AuditStore, storage: ReportStorage,
             raise _Broken(Problem(prev_seq + 1, "redis",
                                   f"{missing} (deleted): the chain's end in Redis is entry "
                                   f"{head.seq}"))
+        if head.seq < prev_seq:
+            raise _Broken(Problem(head.seq + 1, "redis",
+                                  f"the chain's end in Redis is entry {head.seq}, but the chain "
+                                  f"goes on to entry {prev_seq}: the head was deleted or set "
+                                  "back"))
         if prev_seq and head.seq == prev_seq and head.hash != prev_link:
             raise _Broken(Problem(prev_seq, prev_where,
                                   "its content was changed: the chain's end in Redis carries "

@@ -250,6 +250,11 @@ class AuditStore:
         return Head(seq=int(raw.get("seq", 0)), hash=raw.get("hash", GENESIS),
                     archived=int(raw.get("archived", 0)))
 
+    def last_seq(self) -> int:
+        """The sequence number of the newest entry Redis holds (0 when none)."""
+        rows: list[Any] = self._r.xrevrange(keys.AUDIT_LOG, "+", "-", count=1)  # type: ignore[assignment]
+        return int(str(rows[0][0]).split("-", 1)[0]) if rows else 0
+
     def entries(self, *, after: int = 0, batch: int = 1000) -> Iterator[AuditEntry]:
         """Every entry in Redis with a sequence number above ``after``, in order."""
         start = f"({after}-0" if after else "-"

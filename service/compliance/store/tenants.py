@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from pydantic import BaseModel
 
 from compliance.store import keys
+from compliance.store.records import Status
 
 TENANT_KEY_PREFIX = "ctk_"  # every tenant key starts so; other keys never reach Redis
 TENANT_ID_PATTERN = r"^ten_[0-9a-f]{16}$"
@@ -185,10 +186,13 @@ class TenantStore:
     configured, and every secret operation raises TenancyUnavailable)."""
 
     def __init__(self, client: redis.Redis, *, cipher: MultiFernet | None, drain_ttl: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 index_ttl: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self._r = client
         self._cipher = cipher
         self._drain_ttl = drain_ttl
+        # How long a deleted tenant's own indexes stay (as long as any record they can name:
+        # nothing prunes them once the tenant is gone).
+        self._index_ttl = index_ttl if index_ttl is not None else drain_ttl
         self._clock = clock
         self._lookup = client.register_script(_LOOKUP)
         self._lookup_scripts: dict[int, Any] = {}
@@ -267,41 +271,62 @@ class TenantStore:
 
     def set_disabled(self, tenant_id: str, disabled: bool) -> bool:
         """Disable (its keys are refused) or enable a tenant; False when unknown."""
-        if not self.exists(tenant_id):
-            return False
-        self._r.hset(keys.tenant_key(tenant_id), "disabled", "1" if disabled else "0")
-        return True
+        # One script: an existence check then a write would re-create a tenant deleted in
+        # between (a one-field hash: an unlisted tenant whose new keys would work).
+        return bool(self._r.eval(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
+            "redis.call('HSET', KEYS[1], 'disabled', ARGV[1]) return 1",
+            1, keys.tenant_key(tenant_id), "1" if disabled else "0"))
 
     def delete(self, tenant_id: str) -> bool:
         """Delete a tenant and its keys at once; its secrets stay ``drain_ttl`` seconds so that
         webhooks it queued are still delivered signed. False when unknown."""
-        key_map = self._r.hgetall(keys.tenant_keys_key(tenant_id))
-        pipe = self._r.pipeline(transaction=True)
-        pipe.delete(keys.tenant_key(tenant_id))
-        pipe.zrem(keys.TENANT_INDEX, tenant_id)
-        for raw in key_map.values():  # type: ignore[union-attr]
-            pipe.delete(keys.tenant_api_key(json.loads(raw)["digest"]))
-        pipe.delete(keys.tenant_keys_key(tenant_id))
-        pipe.expire(keys.tenant_secrets_key(tenant_id), self._drain_ttl)
-        existed, *_ = pipe.execute()
-        return bool(existed)
+        # WATCH the key ids: a key issued between reading them and deleting would stay.
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.tenant_keys_key(tenant_id))  # type: ignore[no-untyped-call]
+                    key_map = pipe.hgetall(keys.tenant_keys_key(tenant_id))
+                    pipe.multi()
+                    pipe.delete(keys.tenant_key(tenant_id))
+                    pipe.zrem(keys.TENANT_INDEX, tenant_id)
+                    for raw in key_map.values():
+                        pipe.delete(keys.tenant_api_key(json.loads(raw)["digest"]))
+                    pipe.delete(keys.tenant_keys_key(tenant_id))
+                    pipe.expire(keys.tenant_secrets_key(tenant_id), self._drain_ttl)
+                    for index in [*(keys.tenant_status_index(tenant_id, s) for s in Status),
+                                  keys.tenant_dead_letter_index(tenant_id),
+                                  keys.tenant_report_index(tenant_id),
+                                  keys.tenant_destinations(tenant_id)]:
+                        pipe.expire(index, self._index_ttl)
+                    existed, *_ = pipe.execute()
+                    return bool(existed)
+                except redis.WatchError:
+                    continue
 
     # --- keys ------------------------------------------------------------------------------
     def issue_key(self, tenant_id: str) -> tuple[str, str]:
         """(key id, key): a new producer key of the tenant; the key is shown once."""
-        if not self.exists(tenant_id):
-            raise NotFound(tenant_id)
         key = TENANT_KEY_PREFIX + secrets.token_urlsafe(32)
         digest = key_digest(key)
         key_id = key_id_of_digest(digest)
-        now = self._clock()
-        pipe = self._r.pipeline(transaction=True)
-        pipe.set(keys.tenant_api_key(digest),
-                 json.dumps({"tenant": tenant_id, "key_id": key_id, "created_at": now}))
-        pipe.hset(keys.tenant_keys_key(tenant_id), key_id,
-                  json.dumps({"digest": digest, "created_at": now}))
-        pipe.execute()
-        return key_id, key
+        # WATCH the tenant: a delete between the check and the write would leave a key behind.
+        with self._r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.tenant_key(tenant_id))  # type: ignore[no-untyped-call]
+                    if not pipe.exists(keys.tenant_key(tenant_id)):
+                        raise NotFound(tenant_id)
+                    now = self._clock()
+                    pipe.multi()
+                    pipe.set(keys.tenant_api_key(digest), json.dumps(
+                        {"tenant": tenant_id, "key_id": key_id, "created_at": now}))
+                    pipe.hset(keys.tenant_keys_key(tenant_id), key_id,
+                              json.dumps({"digest": digest, "created_at": now}))
+                    pipe.execute()
+                    return key_id, key
+                except redis.WatchError:
+                    continue
 
     def revoke_key(self, tenant_id: str, key_id: str) -> bool:
         """Revoke one key; False when the tenant has no such key."""

@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     allow_loopback_targets: bool = False
     # Refuse plain http targets.
     https_only: bool = False
+    # Private networks (comma-separated CIDRs) webhook targets may be in, e.g. a cluster's pod and
+    # Service ranges for in-cluster receivers. Empty: only public addresses (and loopback with
+    # allow_loopback_targets). Cloud metadata and link-local addresses stay refused.
+    allowed_target_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Ports a webhook target may use; empty means any port.
     allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443, 8080, 8443])
     # Connect timeout of one delivery, seconds.
@@ -255,7 +259,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys",
-        "redis_sentinels", mode="before"
+        "redis_sentinels", "allowed_target_networks", mode="before"
     )(split_list)
 
     @field_validator("redis_sentinels")
@@ -264,6 +268,16 @@ class Settings(BaseSettings):
         for address in addresses:
             parse_address(address)  # raises ValueError with the reason
         return addresses
+
+    @field_validator("allowed_target_networks")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.ip_network(c, strict=False)) for c in cidrs]
+        except ValueError as exc:
+            raise ValueError(f"allowed_target_networks: {exc}") from exc
 
     @field_validator("webhook_secrets")
     @classmethod

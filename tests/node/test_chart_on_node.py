@@ -1,0 +1,85 @@
+"""The chart with its defaults on a real node: the image built from the Dockerfile runs as pods,
+every pod becomes Ready through its real probes, and ``helm test`` passes."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from node_helpers import NAMESPACE, Helm
+from nodecluster import NodeCluster
+
+pytestmark = pytest.mark.node
+
+
+def _pods(cluster: NodeCluster, selector: str = "") -> list[dict[str, Any]]:
+    args = ["get", "pods", "-n", NAMESPACE, "-o", "json"] + (["-l", selector] if selector else [])
+    return json.loads(cluster.kubectl(*args).stdout)["items"]  # type: ignore[no-any-return]
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conds = {c["type"]: c["status"] for c in pod.get("status", {}).get("conditions", [])}
+    return conds.get("Ready") == "True"
+
+
+def test_every_pod_runs_ready_through_its_probes(node_cluster: NodeCluster, node_release: str) -> None:
+    pods = [p for p in _pods(node_cluster) if p["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+            != "test"]
+    components = {p["metadata"]["labels"].get("app.kubernetes.io/component") for p in pods}
+    assert {"api", "redis", "operator"} <= components, components
+    assert any(c and "deliver" in c for c in components), components
+    not_ready = [p["metadata"]["name"] for p in pods if not _ready(p)]
+    assert not_ready == [], node_cluster.describe(NAMESPACE)
+    for pod in pods:
+        assert pod["spec"]["nodeName"] == "compliance-node"
+        for c in pod["spec"]["containers"]:
+            # Every container is gated by a probe the kubelet really ran (a wrong path or port in
+            # the chart keeps its pod unready, and `helm install --wait` fails).
+            assert "readinessProbe" in c, f"{pod['metadata']['name']}/{c['name']} has no readiness probe"
+        for s in pod["status"]["containerStatuses"]:
+            assert s["ready"] and "running" in s["state"], s
+            assert s["imageID"], s  # the image containerd really runs
+
+
+def test_helm_test_passes(node_cluster: NodeCluster, node_release: str, helm: Helm) -> None:
+    out = helm("test", node_release, "-n", NAMESPACE, "--timeout", "2m")
+    assert "Succeeded" in out.stdout, out.stdout
+
+
+def test_a_probe_on_the_wrong_path_keeps_the_pod_unready(node_cluster: NodeCluster, node_release: str) -> None:
+    """The probes are real: the API Deployment's pod template with its readiness probe pointed at a
+    path the API does not serve never becomes Ready, and the kubelet says why."""
+    deploy = json.loads(node_cluster.kubectl("get", "deployment", "-n", NAMESPACE, "-l",
+                                             "app.kubernetes.io/component=api", "-o", "json").stdout)["items"][0]
+    name = "probe-check"
+    template = deploy["spec"]["template"]
+    template["metadata"]["labels"] = {"app": name}
+    container = template["spec"]["containers"][0]
+    probe = container["readinessProbe"]
+    assert "httpGet" in probe, probe
+    probe["httpGet"]["path"] = "/no-such-path"
+    probe["periodSeconds"] = 1
+    container.pop("livenessProbe", None)
+    container.pop("startupProbe", None)
+    node_cluster.apply({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}}, "template": template},
+    })
+    try:
+        deadline = time.monotonic() + 90
+        message = ""
+        while time.monotonic() < deadline and "404" not in message:
+            events = json.loads(node_cluster.kubectl(
+                "get", "events", "-n", NAMESPACE, "--field-selector", "reason=Unhealthy", "-o", "json").stdout)
+            message = " ".join(e["message"] for e in events["items"]
+                               if e["involvedObject"]["name"].startswith(name))
+            time.sleep(1)
+        assert "Readiness probe failed" in message and "404" in message, node_cluster.describe(NAMESPACE)
+        pods = _pods(node_cluster, f"app={name}")
+        assert pods and not any(_ready(p) for p in pods)
+        assert all(s.get("state", {}).get("running") for p in pods for s in p["status"]["containerStatuses"])
+    finally:
+        node_cluster.kubectl("delete", "deployment", name, "-n", NAMESPACE, "--wait=false")

@@ -74,6 +74,7 @@ docker_cli=/usr/bin/docker  # the client that ships with Debian's dockerd (same 
 [[ -x $docker_cli ]] || docker_cli="$(command -v docker)"
 
 work="$(mktemp -d "$out_dir/.work.XXXXXX")"
+cgroups_before="$(echo /sys/fs/cgroup/*/docker)"
 dockerd_pid=""
 cleanup() {
   local rc=$?
@@ -82,6 +83,10 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$dockerd_pid" 2>/dev/null || true
   fi
+  # The cgroups dockerd made (cgroupfs driver), when it made them and they are empty.
+  for d in /sys/fs/cgroup/*/docker; do
+    [[ -d $d && " $cgroups_before " != *" $d "* ]] && rmdir "$d" 2>/dev/null || true
+  done
   # Anything dockerd or debootstrap left mounted under the work dir, deepest first.
   awk -v w="$work" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   rm -rf "$work"

@@ -327,6 +327,7 @@ class ControlPlane:
             # For `kubectl logs/exec` through a kubelet (tests/node); unused without one.
             f"--kubelet-client-certificate={pki / 'admin.crt'}",
             f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--profiling=false",
             "--v=0",
         ]

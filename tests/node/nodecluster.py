@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -121,6 +122,7 @@ class NodeCluster:
     _iptables: dict[str, str] = field(default_factory=dict, init=False)
     _netns_before: set[str] = field(default_factory=set, init=False)
     _had_cni0: bool = field(default=False, init=False)
+    _links_before: set[str] = field(default_factory=set, init=False)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> NodeCluster:
@@ -196,6 +198,7 @@ class NodeCluster:
         netns = Path("/var/run/netns")
         self._netns_before = {p.name for p in netns.iterdir()} if netns.is_dir() else set()
         self._had_cni0 = Path("/sys/class/net/cni0").exists()
+        self._links_before = {p.name for p in Path("/sys/class/net").iterdir()}
         for key, value in (
             ("net/ipv4/ip_forward", "1"),
             ("net/bridge/bridge-nf-call-iptables", "1"),
@@ -211,13 +214,28 @@ class NodeCluster:
                 (Path("/proc/sys") / key).write_text(value)
 
     def _restore_iptables(self) -> None:
+        """Put back every table as saved; a table that did not exist then (iptables-save prints
+        nothing for it) is emptied: no rule, no chain of ours, builtin policies ACCEPT."""
         for tool, saved in self._iptables.items():
-            _run(f"{tool}-restore", input=saved)
+            had = set(re.findall(r"^\*(\w+)$", saved, re.M))
+            now = set(re.findall(r"^\*(\w+)$", _run(f"{tool}-save").stdout, re.M))
+            for table in sorted(now - had):
+                _run(tool, "-w", "-t", table, "-F", check=False)
+                _run(tool, "-w", "-t", table, "-X", check=False)
+                builtins = re.findall(r"^:([A-Z]+) (?:ACCEPT|DROP)", _run(f"{tool}-save", "-t", table).stdout, re.M)
+                for chain in builtins:
+                    _run(tool, "-w", "-t", table, "-P", chain, "ACCEPT", check=False)
+            if saved.strip():
+                _run(f"{tool}-restore", input=saved)
         self._iptables.clear()
 
     def _remove_bridge(self) -> None:
         if not self._had_cni0 and Path("/sys/class/net/cni0").exists():
             _run("ip", "link", "delete", "cni0")
+        # A pod's veth whose namespace the kernel has not reaped yet.
+        for link in Path("/sys/class/net").iterdir():
+            if link.name.startswith("veth") and link.name not in self._links_before:
+                _run("ip", "link", "delete", link.name, check=False)
 
     def _remove_netns(self) -> None:
         netns = Path("/var/run/netns")
@@ -360,13 +378,18 @@ state = "{d / 'state'}"
     def _kill_tasks(self) -> None:
         if self.proc("containerd") is None or not self.containerd_sock.exists():
             return
-        tasks = [line.split()[0] for line in self.ctr("tasks", "ls", "-q", timeout=20).stdout.split() if line]
+        tasks = self._running_tasks()
         for t in tasks:
             _run("ctr", "--address", str(self.containerd_sock), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL",
                  t, check=False, timeout=20)
         for t in tasks:
             _run("ctr", "--address", str(self.containerd_sock), "-n", "k8s.io", "tasks", "delete", "-f", t,
                  check=False, timeout=20)
+
+    def _running_tasks(self) -> list[str]:
+        """Container ids whose task is not STOPPED (``ctr tasks ls`` lists stopped ones too)."""
+        lines = self.ctr("tasks", "ls", timeout=20).stdout.splitlines()[1:]
+        return [f[0] for f in (ln.split() for ln in lines) if len(f) >= 3 and f[2] != "STOPPED"]
 
     def _kill_shims(self) -> None:
         # containerd-shim-runc-v2 processes outlive containerd; ours name our socket on their command line.
@@ -559,7 +582,7 @@ state = "{d / 'state'}"
         self.kubectl("delete", "pods", "--all", "-A", "--grace-period=1", "--wait=false", check=False, timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if not self.ctr("tasks", "ls", "-q", timeout=20).stdout.strip():
+            if not self._running_tasks():
                 return
             time.sleep(0.5)
         raise NodeError("containerd still runs tasks 60 s after every pod was deleted")

@@ -104,6 +104,8 @@ class ControlPlane:
     # The node tier (tests/node) serves pods: the apiserver listens on the host's address (pods
     # reach it through the `kubernetes` Service) and the PV binder runs (static hostPath PVs).
     bind_address: str = "127.0.0.1"
+    # The aggregation layer (front-proxy client cert, request-header auth): for metrics-server.
+    aggregation: bool = False
     kcm_controllers: str = (
         "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,"
         "-persistentvolume-binder,-attachdetach"
@@ -199,6 +201,7 @@ class ControlPlane:
             ("apiserver", "/CN=kube-apiserver", "serving.ext"),
             ("admin", f"/O=system:masters/CN={ADMIN_USER}", "client.ext"),
             ("kcm", "/CN=system:kube-controller-manager", "client.ext"),
+            ("front-proxy", "/CN=front-proxy-client", "client.ext"),
         ]:
             _openssl(
                 "req",
@@ -331,6 +334,17 @@ class ControlPlane:
             "--profiling=false",
             "--v=0",
         ]
+        if self.aggregation:
+            args += [
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-username-headers=X-Remote-User",
+                f"--proxy-client-cert-file={pki / 'front-proxy.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy.key'}",
+                "--enable-aggregator-routing=true",
+            ]
         if not self.with_controller_manager:
             # Without the serviceaccount controller no namespace gets a "default" SA,
             # and the ServiceAccount admission plugin would reject every Pod.

@@ -72,7 +72,8 @@ def _prepare(config: pytest.Config) -> None:
     if bins.returncode != 0:
         config.stash[_ERR] = f"scripts/node-binaries.sh failed ({bins.returncode}):\n{bins.stderr[-6000:]}"
         return
-    art["envtest"], art["node"], art["coredns"] = (Path(p) for p in bins.stdout.strip().splitlines()[-3:])
+    art["envtest"], art["node"], art["coredns"], art["metrics"] = (
+        Path(p) for p in bins.stdout.strip().splitlines()[-4:])
     tools = _script("k8s-tools.sh", timeout=600)
     if tools.returncode != 0:
         config.stash[_ERR] = f"scripts/k8s-tools.sh failed ({tools.returncode}):\n{tools.stderr[-4000:]}"
@@ -125,7 +126,7 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
         if _ERR in stash:
             pytest.fail(stash[_ERR], pytrace=False)
     art = stash[_ART]
-    cluster = NodeCluster(art["envtest"], art["node"], art["coredns"], art["images"], art["tools"],
+    cluster = NodeCluster(art["envtest"], art["node"], art["coredns"], art["metrics"], art["images"], art["tools"],
                           keep_dir=os.environ.get("COMPLIANCE_NODE_KEEP") == "1")
     try:
         cluster.start()

@@ -106,6 +106,7 @@ class NodeCluster:
     envtest_dir: Path
     node_dir: Path
     coredns_dir: Path
+    metrics_server_dir: Path
     images_tar: Path
     tools_dir: Path  # kubectl (scripts/k8s-tools.sh)
     keep_dir: bool = False
@@ -145,6 +146,7 @@ class NodeCluster:
             self._wait_node_ready()
             self._lap("node Ready", t0)
             self._create_pvs()
+            self._start_metrics_server()
         except BaseException:
             self.stop()
             raise
@@ -165,7 +167,7 @@ class NodeCluster:
 
         if self.plane is not None and self.kubelet_running():
             step("delete pods", self._delete_all_pods)
-        for name in ("kubelet", "kube-proxy", "coredns", "kube-scheduler"):
+        for name in ("metrics-server", "kubelet", "kube-proxy", "coredns", "kube-scheduler"):
             step(f"stop {name}", lambda n=name: self._stop_proc(n))
         step("kube-proxy --cleanup", self._kube_proxy_cleanup)
         step("containerd tasks", self._kill_tasks)
@@ -411,6 +413,7 @@ state = "{d / 'state'}"
             self.envtest_dir,
             with_controller_manager=True,
             bind_address=self.ip,
+            aggregation=True,
             kcm_controllers="*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller",
             keep_dir=self.keep_dir,
         )
@@ -558,6 +561,42 @@ state = "{d / 'state'}"
         proxy = self.proc("kube-proxy")
         assert proxy is not None
         self._wait(proxy, lambda: _http_ok(self._proxy_healthz), "healthy", timeout=60)
+
+    def _start_metrics_server(self) -> None:
+        """metrics-server as a host process behind the v1beta1.metrics.k8s.io APIService (the HPA's
+        CPU figures: the kubelet's /metrics/resource)."""
+        assert self.workdir is not None
+        port = free_port()
+        kc = self._kubeconfig_path()
+        proc = self._spawn("metrics-server", [
+            str(self.metrics_server_dir / "metrics-server"), f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            f"--bind-address={self.ip}", f"--secure-port={port}", f"--cert-dir={self.workdir / 'metrics-server'}",
+            "--kubelet-insecure-tls", "--kubelet-preferred-address-types=InternalIP",
+            "--kubelet-use-node-status-port", "--metric-resolution=15s", "--v=1",
+        ])
+        self._wait(proc, lambda: _https_ok(f"https://{self.ip}:{port}/readyz"), "ready", timeout=60)
+        self.apply({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+            "spec": {"ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+        })
+        self.apply({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "metrics-server-host", "namespace": "kube-system",
+                         "labels": {"kubernetes.io/service-name": "metrics-server",
+                                    "endpointslice.kubernetes.io/managed-by": "compliance-node-tier"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [self.ip], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        })
+        self.apply({
+            "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+            "metadata": {"name": "v1beta1.metrics.k8s.io"},
+            "spec": {"group": "metrics.k8s.io", "version": "v1beta1", "insecureSkipTLSVerify": True,
+                     "groupPriorityMinimum": 100, "versionPriority": 100,
+                     "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443}},
+        })
 
     def _create_pvs(self) -> None:
         """Static hostPath PVs for the chart's claims (no provisioner here); 0777: hostPath ignores fsGroup."""

@@ -136,7 +136,9 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
     try:
         yield cluster
     finally:
+        t0 = time.monotonic()
         cluster.stop()
+        print(f"\nnode torn down in {time.monotonic() - t0:.1f}s {cluster.stop_timings}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")

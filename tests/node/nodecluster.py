@@ -118,6 +118,7 @@ class NodeCluster:
     kubeconfig: Path | None = field(default=None, init=False)
     startup_seconds: float = field(default=0.0, init=False)
     timings: dict[str, float] = field(default_factory=dict, init=False)
+    stop_timings: dict[str, float] = field(default_factory=dict, init=False)  # teardown steps over 1 s
     _procs: list[_Proc] = field(default_factory=list, init=False)
     _sysctls: dict[str, str] = field(default_factory=dict, init=False)
     _iptables: dict[str, str] = field(default_factory=dict, init=False)
@@ -160,10 +161,13 @@ class NodeCluster:
         errors: list[str] = []
 
         def step(name: str, fn) -> None:  # type: ignore[no-untyped-def]
+            t0 = time.monotonic()
             try:
                 fn()
             except Exception as e:  # keep tearing down whatever fails
                 errors.append(f"{name}: {e}")
+            if time.monotonic() - t0 > 1:
+                self.stop_timings[name] = round(time.monotonic() - t0, 1)
 
         if self.plane is not None and self.kubelet_running():
             step("delete pods", self._delete_all_pods)
@@ -616,9 +620,12 @@ state = "{d / 'state'}"
     def _delete_all_pods(self) -> None:
         """Delete every workload and pod through the API, so the kubelet stops each sandbox (CNI DEL,
         netns removed), then wait until containerd runs no task."""
-        self.kubectl("delete", "deployments,statefulsets,replicasets,jobs,daemonsets", "--all", "-A",
-                     "--wait=false", check=False, timeout=60)
-        self.kubectl("delete", "pods", "--all", "-A", "--grace-period=1", "--wait=false", check=False, timeout=60)
+        # Controllers first, orphaning their pods (nothing recreates them), then every pod at once
+        # without grace (the chart's workers would otherwise take their 60-90 s).
+        self.kubectl("delete", "deployments,statefulsets,replicasets,jobs,daemonsets,cronjobs", "--all", "-A",
+                     "--cascade=orphan", "--wait=false", check=False, timeout=60)
+        self.kubectl("delete", "pods", "--all", "-A", "--grace-period=0", "--force", "--wait=false", check=False,
+                     timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if not self._running_tasks():

@@ -1,7 +1,9 @@
 """The operator (the chart's own pod) with real pods: a backlog makes the chart's WorkerAutoscaler
-add delivery-worker pods that really start and take deliveries; without a backlog it scales down
-and keeps the busy pod (pod-deletion-cost, honoured by the ReplicaSet controller). A
-DeadLetterReplay runs as a Job whose pod really replays dead letters to a receiver pod."""
+add delivery-worker pods that really start and take deliveries; without a backlog it scales down,
+having marked pods with pod-deletion-cost first, and the ReplicaSet controller keeps the pod
+marked most expensive. (Here the scale-down comes once the backlog has drained, so every pod is
+marked idle; tests/k8s/test_operator_e2e.py proves a busy pod survives.) A DeadLetterReplay runs
+as a Job whose pod really replays dead letters to a receiver pod."""
 
 from __future__ import annotations
 
@@ -99,7 +101,7 @@ def _ready_pods(cluster: NodeCluster) -> dict[str, dict]:  # type: ignore[type-a
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))}
 
 
-def test_backlog_scales_delivery_workers_up_and_down_keeping_the_busy_pod(
+def test_backlog_scales_delivery_workers_up_and_down(
         node_cluster: NodeCluster, node_release: str) -> None:
     wa = _autoscaler(node_cluster)
     name = wa["metadata"]["name"]

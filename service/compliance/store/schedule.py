@@ -204,7 +204,9 @@ return 1
 # at all while the queue already holds that many signals (the API sheds load with a 503).
 # KEYS: status record, pending index, webhook hash, leased, due, queue list.
 # ARGV: record, status ttl, score, id, index prefix, envelope, hash ttl, now, signal lease until,
-# signal message ('' for none), most queued (0: no limit). Returns 1, or 0 when refused.
+# signal message ('' for none), most queued (0: no limit), tenant ('' for the default tenant),
+# destination origin. A named tenant's webhook is also indexed under that tenant (its status
+# index, in put_status, and the destinations it has sent to). Returns 1, or 0 when refused.
 _ACCEPT = PUT_STATUS_FN + """
 local most = tonumber(ARGV[11])
 if most > 0 then
@@ -216,7 +218,10 @@ if most > 0 then
     return 0
   end
 end
-put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending')
+put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending', ARGV[12])
+if ARGV[12] ~= '' and ARGV[13] ~= '' then
+  redis.call('ZADD', '""" + keys.TENANT_DESTINATIONS_PREFIX + """' .. ARGV[12], ARGV[8], ARGV[13])
+end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'env', ARGV[6], 'signalled_at', ARGV[8])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
@@ -243,6 +248,8 @@ class Intake:
     signal_until: float  # the signal lease: when the sweeper signals it again
     signal: str | None = None  # the queue message, or None to leave signalling to the sweeper
     most_queued: int = 0  # refuse when the queue holds this many signals (0: never)
+    tenant: str | None = None  # a named tenant's webhook is indexed under it too
+    origin: str = ""  # its destination (scheme://host:port), indexed for a named tenant
 
 
 class ClaimState(StrEnum):
@@ -320,7 +327,8 @@ class ScheduleStore:
     def _accept_args(intake: Intake) -> list[str | int]:
         return [intake.record, intake.status_ttl, repr(intake.score), intake.webhook_id,
                 keys.STATUS_INDEX_BY, intake.envelope, intake.ttl, repr(intake.now),
-                repr(intake.signal_until), intake.signal or "", intake.most_queued]
+                repr(intake.signal_until), intake.signal or "", intake.most_queued,
+                intake.tenant or "", intake.origin]
 
     def reschedule(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int,
                    due_at: float, reset_runs: bool = True) -> None:

@@ -11,7 +11,10 @@
 # and Go toolchain, this is a fast no-op. Concurrent runs are serialised (flock).
 #
 # Knobs: ENVTEST_BUILD_JOBS (go build -p, default 2), ENVTEST_COMPONENTS
-# (default "kube-apiserver etcd kube-controller-manager"), GOTOOLCHAIN (default local).
+# (default "kube-apiserver etcd kube-controller-manager"; the node tier also builds
+# "kubelet kube-scheduler kube-proxy" from the same module), ENVTEST_CACHE_DIR (the
+# cache subdirectory, default "envtest"; the node tier uses "node" so the two sets keep
+# their own stamps), GOTOOLCHAIN (default local).
 set -euo pipefail
 
 K8S_VERSION="${1:-${ENVTEST_K8S_VERSION:-v1.34.4}}"
@@ -19,7 +22,8 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 minor="$(echo "$K8S_VERSION" | sed -E 's/^v([0-9]+)\.([0-9]+)\..*/v\1.\2/')"
 moddir="$repo/tests/k8s/envtest/$minor"
 CACHE="${COMPLIANCE_TOOLS_CACHE:-$HOME/.cache/compliance-reporting}"
-out="$CACHE/envtest/$K8S_VERSION"
+SUB="${ENVTEST_CACHE_DIR:-envtest}"
+out="$CACHE/$SUB/$K8S_VERSION"
 COMPONENTS="${ENVTEST_COMPONENTS:-kube-apiserver etcd kube-controller-manager}"
 JOBS="${ENVTEST_BUILD_JOBS:-2}"
 
@@ -67,8 +71,8 @@ if is_fresh; then
   exit 0
 fi
 
-mkdir -p "$CACHE/envtest"
-exec 9>"$CACHE/envtest/.lock-$K8S_VERSION"
+mkdir -p "$CACHE/$SUB"
+exec 9>"$CACHE/$SUB/.lock-$K8S_VERSION"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
 if is_fresh; then # someone else built it while we waited for the lock
   log "reusing $out"
@@ -85,14 +89,15 @@ for p in "${pkgs[@]}"; do
   ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
 done
 
-tmp="$(mktemp -d "$CACHE/envtest/.build-$K8S_VERSION.XXXXXX")"
+tmp="$(mktemp -d "$CACHE/$SUB/.build-$K8S_VERSION.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
 cd "$moddir"
 for c in $COMPONENTS; do
   case "$c" in
     etcd) pkg=go.etcd.io/etcd/server/v3 ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler) pkg="k8s.io/kubernetes/cmd/$c" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kube-proxy)
+      pkg="k8s.io/kubernetes/cmd/$c" ;;
     *) log "unknown component $c"; exit 2 ;;
   esac
   log "building $c ($pkg) for $K8S_VERSION with $(go env GOVERSION), -p $JOBS ..."
@@ -100,7 +105,7 @@ for c in $COMPONENTS; do
   go build -trimpath -p "$JOBS" -ldflags "$ldflags" -o "$tmp/$c" "$pkg"
   log "built $c in $(( $(date +%s) - t0 ))s"
 done
-"$tmp/kube-apiserver" --version >&2 2>/dev/null || true
+for c in $COMPONENTS; do [[ $c == etcd ]] || { "$tmp/$c" --version >&2 2>/dev/null || true; }; done
 stamp_value >"$tmp/.stamp"
 chmod 755 "$tmp"
 

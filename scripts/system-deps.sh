@@ -2,6 +2,8 @@
 # Installs the system tools the project needs, when missing: redis-server (run and test),
 # promtool and chromium (test: the console's browser tier drives Debian's chromium through
 # Playwright, whose own browser download is not used). Uses apt-get when it can; otherwise explains what to install.
+# `system-deps.sh node`: what the node tier (tests/node) runs a one-node cluster with: Debian's
+# Docker engine, containerd, runc, CNI plugins, iptables, debootstrap and a C compiler (pause).
 set -euo pipefail
 purpose=${1:-test}
 need=()
@@ -10,6 +12,17 @@ if [[ $purpose == test ]]; then
   command -v promtool >/dev/null || need+=(prometheus)
   command -v openssl >/dev/null || need+=(openssl)
   command -v chromium >/dev/null || command -v chromium-browser >/dev/null || need+=(chromium)
+fi
+if [[ $purpose == node ]]; then
+  need=()
+  command -v dockerd >/dev/null || need+=(docker.io)
+  command -v containerd >/dev/null || need+=(containerd)
+  command -v runc >/dev/null || need+=(runc)
+  [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need+=(iptables)
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+  command -v gcc >/dev/null || need+=(gcc libc6-dev)
+  command -v openssl >/dev/null || need+=(openssl)
 fi
 [[ ${#need[@]} -eq 0 ]] && exit 0
 # apt-get needs root: ours, or sudo without a password (-n never prompts). When neither works,
@@ -28,6 +41,14 @@ installed=false
 if $can_apt; then
   echo "installing ${need[*]} with apt-get" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # The node tier starts its own dockerd/containerd: a package's postinst must not start the
+  # system ones (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.
+  policy=""
+  if [[ $purpose == node && ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null && $sudo chmod 755 "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   if $sudo apt-get update -qq >/dev/null && $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; then
     installed=true
     # The Debian package starts a system redis on :6379; we start our own where needed.
@@ -44,6 +65,10 @@ if ! $installed; then
   fi
   if [[ $purpose == test && " ${need[*]} " == *" prometheus "* ]]; then
     echo "error: promtool is required for the tests: install Debian's 'prometheus' package" >&2
+    exit 1
+  fi
+  if [[ $purpose == node ]]; then
+    echo "error: the node tier needs Debian's ${need[*]}" >&2
     exit 1
   fi
   if [[ $purpose == test && " ${need[*]} " == *" chromium "* ]]; then

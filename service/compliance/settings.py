@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     allow_loopback_targets: bool = False
     # Refuse plain http targets.
     https_only: bool = False
+    # Private networks (comma-separated CIDRs) webhook targets may be in, e.g. a cluster's pod and
+    # Service ranges for in-cluster receivers. Empty: only public addresses (and loopback with
+    # allow_loopback_targets). Cloud metadata and link-local addresses stay refused.
+    allowed_target_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Ports a webhook target may use; empty means any port.
     allowed_ports: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [80, 443, 8080, 8443])
     # Connect timeout of one delivery, seconds.
@@ -287,7 +291,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys",
-        "redis_sentinels", "tenant_encryption_keys", mode="before"
+        "redis_sentinels", "tenant_encryption_keys", "allowed_target_networks", mode="before"
     )(split_list)
 
     @field_validator("redis_sentinels")
@@ -308,6 +312,16 @@ class Settings(BaseSettings):
                 raise ValueError("tenant encryption keys must be Fernet keys (URL-safe base64 "
                                  "of 32 bytes)") from exc
         return encryption_keys
+
+    @field_validator("allowed_target_networks")
+    @classmethod
+    def _cidrs(cls, cidrs: list[str]) -> list[str]:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.ip_network(c, strict=False)) for c in cidrs]
+        except ValueError as exc:
+            raise ValueError(f"allowed_target_networks: {exc}") from exc
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -181,7 +181,8 @@ class Container:
         s = self.settings
         sender = AsyncSender(connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                              body_cap=s.response_body_cap, max_connections=max_in_flight,
-                             allow_loopback=s.allow_loopback_targets, resolver=self.resolver)
+                             allow_loopback=s.allow_loopback_targets, resolver=self.resolver,
+                             allowed_networks=ssrf.networks(tuple(s.allowed_target_networks)))
         scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts,
                    *self.ledger.scripts]
         return Pump(settings=s, schedule=self.schedule, ledger=self.ledger,

@@ -101,6 +101,15 @@ class ControlPlane:
     start_timeout: float = 90.0
     stop_timeout: float = 10.0  # per process, then SIGKILL
     keep_dir: bool = False  # keep the temp dir (logs, data) after stop(), for debugging
+    # The node tier (tests/node) serves pods: the apiserver listens on the host's address (pods
+    # reach it through the `kubernetes` Service) and the PV binder runs (static hostPath PVs).
+    bind_address: str = "127.0.0.1"
+    # The aggregation layer (front-proxy client cert, request-header auth): for metrics-server.
+    aggregation: bool = False
+    kcm_controllers: str = (
+        "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,"
+        "-persistentvolume-binder,-attachdetach"
+    )
 
     workdir: Path | None = field(default=None, init=False)
     etcd_url: str = field(default="", init=False)
@@ -182,8 +191,9 @@ class ControlPlane:
         )
         # apiserver serving cert: SANs cover loopback + in-cluster names.
         (pki / "serving.ext").write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,"
-            "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+            f"subjectAltName=IP:127.0.0.1,IP:{self.bind_address},IP:10.0.0.1,DNS:localhost,"
+            "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+            "DNS:kubernetes.default.svc.cluster.local\n"
             "extendedKeyUsage=serverAuth\n"
         )
         (pki / "client.ext").write_text("extendedKeyUsage=clientAuth\n")
@@ -191,6 +201,7 @@ class ControlPlane:
             ("apiserver", "/CN=kube-apiserver", "serving.ext"),
             ("admin", f"/O=system:masters/CN={ADMIN_USER}", "client.ext"),
             ("kcm", "/CN=system:kube-controller-manager", "client.ext"),
+            ("front-proxy", "/CN=front-proxy-client", "client.ext"),
         ]:
             _openssl(
                 "req",
@@ -297,13 +308,13 @@ class ControlPlane:
     def _start_apiserver(self) -> None:
         assert self.workdir is not None
         port = free_port()
-        self.url = f"https://127.0.0.1:{port}"
+        self.url = f"https://{self.bind_address}:{port}"
         pki = self.workdir / "pki"
         args = [
             str(self.binary_dir / "kube-apiserver"),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -316,9 +327,24 @@ class ControlPlane:
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
+            # For `kubectl logs/exec` through a kubelet (tests/node); unused without one.
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--profiling=false",
             "--v=0",
         ]
+        if self.aggregation:
+            args += [
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-username-headers=X-Remote-User",
+                f"--proxy-client-cert-file={pki / 'front-proxy.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy.key'}",
+                "--enable-aggregator-routing=true",
+            ]
         if not self.with_controller_manager:
             # Without the serviceaccount controller no namespace gets a "default" SA,
             # and the ServiceAccount admission plugin would reject every Pod.
@@ -396,7 +422,7 @@ class ControlPlane:
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--leader-elect=false",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-persistentvolume-binder,-attachdetach",
+                f"--controllers={self.kcm_controllers}",
                 "--v=0",
             ],
         )

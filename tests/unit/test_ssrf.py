@@ -105,6 +105,29 @@ def test_loopback_only_by_explicit_setting():
         check("http://10.0.0.1/", allow_loopback=True)
 
 
+def test_allowed_target_networks_open_only_what_they_list():
+    """In-cluster receivers: the operator opens the cluster's ranges, nothing else."""
+    from compliance.settings import Settings
+
+    s = Settings(dev_mode=True, allowed_target_networks="10.244.0.0/16, 10.96.0.0/12")
+    assert s.allowed_target_networks == ["10.244.0.0/16", "10.96.0.0/12"]
+    nets = ssrf.networks(tuple(s.allowed_target_networks))
+    cluster = resolver_for({"receiver.ns.svc.cluster.local": ["10.96.3.4"], "mixed": ["10.244.0.9", "10.1.0.1"],
+                            "meta": ["169.254.169.254"]})
+    target = ssrf.parse_target("http://receiver.ns.svc.cluster.local:8080/hook", https_only=False, allowed_ports=())
+    with pytest.raises(ssrf.UnsafeURLError, match="private"):
+        ssrf.resolve_checked(target, allow_loopback=False, resolver=cluster)
+    assert ssrf.resolve_checked(target, allow_loopback=False, resolver=cluster, allowed_networks=nets) == "10.96.3.4"
+    for host, reason in (("mixed", "10.1.0.1"), ("meta", "link")):
+        with pytest.raises(ssrf.UnsafeURLError, match=reason):
+            ssrf.resolve_checked(ssrf.parse_target(f"http://{host}/", https_only=False, allowed_ports=()),
+                                 allow_loopback=False, resolver=cluster, allowed_networks=nets)
+    with pytest.raises(ssrf.UnsafeURLError, match="loopback"):
+        check("http://127.0.0.1/", resolver=resolver_for({}))
+    with pytest.raises(ValueError, match="allowed_target_networks"):
+        Settings(dev_mode=True, allowed_target_networks="10.0.0.0/33")
+
+
 def test_https_only_and_port_list():
     with pytest.raises(ssrf.UnsafeURLError, match="https"):
         check("http://example.com/", https_only=True)

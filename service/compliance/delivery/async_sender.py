@@ -27,9 +27,11 @@ from compliance.delivery.ssrf import Target, _bracket
 class CheckedResolver(AbstractResolver):
     """Resolves through the outbound guard; a forbidden address fails the connection."""
 
-    def __init__(self, *, allow_loopback: bool, resolver: ssrf.Resolver) -> None:
+    def __init__(self, *, allow_loopback: bool, resolver: ssrf.Resolver,
+                 allowed_networks: tuple[ssrf.Network, ...] = ()) -> None:
         self._allow_loopback = allow_loopback
         self._resolver = resolver
+        self._allowed = allowed_networks
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
@@ -37,11 +39,11 @@ class CheckedResolver(AbstractResolver):
         target = Target(scheme="https", host=host, port=port, path="/")
         if ssrf.is_ip_literal(host):
             address = ssrf.resolve_checked(target, allow_loopback=self._allow_loopback,
-                                           resolver=self._resolver)
+                                           resolver=self._resolver, allowed_networks=self._allowed)
         else:
             address = await asyncio.to_thread(ssrf.resolve_checked, target,
                                               allow_loopback=self._allow_loopback,
-                                              resolver=self._resolver)
+                                              resolver=self._resolver, allowed_networks=self._allowed)
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         return [{"hostname": host, "host": address, "port": port,
                  "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
@@ -55,13 +57,15 @@ class AsyncSender:
     """A pooled aiohttp session for deliveries; use from one event loop."""
 
     def __init__(self, *, connect_timeout: float, read_timeout: float, body_cap: int,
-                 max_connections: int, allow_loopback: bool, resolver: ssrf.Resolver) -> None:
+                 max_connections: int, allow_loopback: bool, resolver: ssrf.Resolver,
+                 allowed_networks: tuple[ssrf.Network, ...] = ()) -> None:
         self._body_cap = body_cap
         self._timeout = aiohttp.ClientTimeout(total=connect_timeout + read_timeout,
                                               connect=connect_timeout, sock_read=read_timeout)
         self._connector_args: dict[str, Any] = {
             "limit": max_connections, "limit_per_host": 0, "use_dns_cache": False,
-            "resolver": CheckedResolver(allow_loopback=allow_loopback, resolver=resolver),
+            "resolver": CheckedResolver(allow_loopback=allow_loopback, resolver=resolver,
+                                        allowed_networks=allowed_networks),
         }
         self._session: aiohttp.ClientSession | None = None
 

@@ -119,7 +119,8 @@ class Deliverer:
     def resolve(self, target: ssrf.Target) -> str:
         """The checked address to connect to (raises UnresolvedHostError, UnsafeURLError)."""
         return ssrf.resolve_checked(target, allow_loopback=self._s.allow_loopback_targets,
-                                    resolver=self._resolver)
+                                    resolver=self._resolver,
+                                    allowed_networks=ssrf.networks(tuple(self._s.allowed_target_networks)))
 
     def sign(self, env: Envelope) -> tuple[bytes, dict[str, str]]:
         """The body and the signed headers of one attempt (raises Unsignable for a named

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -213,11 +214,27 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return found
 
 
-def forbidden_reason(ip: IPAddress, *, allow_loopback: bool) -> str | None:
-    """Why connecting to ``ip`` is refused, or None when it is a public address."""
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    """``allowed_target_networks`` parsed (settings has already validated each CIDR)."""
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def forbidden_reason(ip: IPAddress, *, allow_loopback: bool,
+                     allowed_networks: tuple[Network, ...] = ()) -> str | None:
+    """Why connecting to ``ip`` is refused, or None when it is a public address or in one of
+    ``allowed_networks`` (private ranges the operator opened, e.g. a cluster's pod and Service
+    ranges; never a cloud metadata address)."""
+    if allowed_networks and ip not in METADATA_ADDRESSES and not ip.is_link_local \
+            and any(ip.version == n.version and ip in n for n in allowed_networks):
+        return None
     if isinstance(ip, ipaddress.IPv6Address):
         for inner in _embedded_ipv4(ip):
-            reason = forbidden_reason(inner, allow_loopback=allow_loopback)
+            reason = forbidden_reason(inner, allow_loopback=allow_loopback,
+                                      allowed_networks=allowed_networks)
             if reason:
                 return f"embeds {inner}: {reason}"
         if ip.ipv4_mapped is not None or any(ip in n for n in NAT64_NETWORKS):
@@ -245,7 +262,8 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def resolve_checked(
-    target: Target, *, allow_loopback: bool, resolver: Resolver = system_resolver
+    target: Target, *, allow_loopback: bool, resolver: Resolver = system_resolver,
+    allowed_networks: tuple[Network, ...] = (),
 ) -> str:
     """Resolve the host, refuse if ANY address is forbidden, and return the one to connect to."""
     try:
@@ -265,7 +283,7 @@ def resolve_checked(
         raise UnresolvedHostError(f"host does not resolve: {target.host}")
     for address in addresses:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        reason = forbidden_reason(ip, allow_loopback=allow_loopback)
+        reason = forbidden_reason(ip, allow_loopback=allow_loopback, allowed_networks=allowed_networks)
         if reason:
             raise UnsafeURLError(f"{target.host} resolves to {address}: {reason}")
     return addresses[0]

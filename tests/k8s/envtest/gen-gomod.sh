@@ -10,6 +10,8 @@
 # requires k8s.io/kubernetes and replaces EVERY staging module (read from that
 # release's own go.mod) with its published v0.Y.Z tag.
 #
+# The node tier (tests/node, scripts/node-binaries.sh) builds kubelet, kube-scheduler and
+# kube-proxy from the same module.
 # etcd is built from the same module: go.etcd.io/etcd/server/v3 (its module root
 # is the etcd `main` package) at the version k8s itself pins unless overridden.
 set -euo pipefail
@@ -61,6 +63,9 @@ import (
 	_ "go.etcd.io/etcd/server/v3"
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 EOF
 
@@ -69,5 +74,6 @@ cd "$dir"
 # resolving just what the three commands need is much faster.
 rm -f go.sum
 go list -deps -tags tools go.etcd.io/etcd/server/v3 k8s.io/kubernetes/cmd/kube-apiserver \
-  k8s.io/kubernetes/cmd/kube-controller-manager >/dev/null
+  k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy >/dev/null
 echo "generated $dir/go.mod (k8s $K8S_VERSION, staging $staging_version, etcd $etcd_version)" >&2

@@ -70,11 +70,14 @@ async def check_url(settings: Settings, url: str, field: str) -> None:
     try:
         target = ssrf.parse_target(url, https_only=settings.https_only,
                                    allowed_ports=settings.allowed_ports)
+        allowed = ssrf.networks(tuple(settings.allowed_target_networks))
         if ssrf.is_ip_literal(target.host):  # no DNS: no reason to leave the event loop
-            ssrf.resolve_checked(target, allow_loopback=settings.allow_loopback_targets)
+            ssrf.resolve_checked(target, allow_loopback=settings.allow_loopback_targets,
+                                 allowed_networks=allowed)
         else:
             await asyncio.to_thread(ssrf.resolve_checked, target,
-                                    allow_loopback=settings.allow_loopback_targets)
+                                    allow_loopback=settings.allow_loopback_targets,
+                                    allowed_networks=allowed)
     except ssrf.UnsafeURLError as exc:
         raise field_error(field, exc.reason) from exc
 

@@ -96,7 +96,8 @@ def read_snapshot(
 
 
 def held_tasks_by_pod(target: RedisTarget, *, prefix: str, timeout: float) -> dict[str, int] | None:
-    """Tasks each worker holds (active + reserved + scheduled), keyed by pod name.
+    """Tasks each worker holds (active + reserved + scheduled, and its engine's deliveries),
+    keyed by pod name.
 
     Asked over the broker with Celery's remote control (``inspect``), the same channel as
     ``celery inspect active``. Workers are named ``<kind>@<hostname>`` and a pod's hostname is
@@ -113,8 +114,10 @@ def held_tasks_by_pod(target: RedisTarget, *, prefix: str, timeout: float) -> di
     try:
         inspect = app.control.inspect(timeout=timeout)
         replies = [inspect.active(), inspect.reserved(), inspect.scheduled()]
+        # The delivery engine's deliveries are not pool tasks: each worker says how many.
+        engine = app.control.broadcast("engine_in_flight", reply=True, timeout=timeout)
     except Exception:  # the broker is unreachable: no annotation, scaling proceeds
         return None
     finally:
         app.close()
-    return policy.held_from_replies(replies)
+    return policy.held_from_replies(replies, engine or [])

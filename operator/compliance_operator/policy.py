@@ -222,12 +222,16 @@ def deletion_costs(pods: Mapping[str, str | None], held: Mapping[str, int] | Non
 InspectReply = Mapping[str, Sequence[object] | None] | None  # worker name -> its tasks, from one query
 
 
-def held_from_replies(replies: Sequence[InspectReply]) -> dict[str, int] | None:
-    """Merge ``inspect`` replies (active, reserved, scheduled) into tasks held per pod.
+def held_from_replies(replies: Sequence[InspectReply],
+                      engine: Sequence[Mapping[str, object]] = ()) -> dict[str, int] | None:
+    """Merge ``inspect`` replies (active, reserved, scheduled) into tasks held per pod, plus
+    the deliveries each worker's engine holds (``engine``: the ``engine_in_flight`` broadcast's
+    replies, ``{worker: {"in_flight": n}}`` each; a worker without the command answers an
+    error and adds nothing).
 
-    Only workers that answered every query are counted: one that missed a reply (a slow
-    worker, a lost broadcast) could hold tasks in the part it did not report, and counting it
-    as idle would make it the ReplicaSet's first victim. Those pods keep their annotation.
+    Only workers that answered every inspect query are counted: one that missed a reply (a
+    slow worker, a lost broadcast) could hold tasks in the part it did not report, and counting
+    it as idle would make it the ReplicaSet's first victim. Those pods keep their annotation.
     None when no worker answered all of them.
     """
     answered = [set(reply or {}) for reply in replies]
@@ -236,9 +240,19 @@ def held_from_replies(replies: Sequence[InspectReply]) -> dict[str, int] | None:
     for reply in replies:
         for worker, tasks in (reply or {}).items():
             if worker in complete:
-                pod = str(worker).split("@", 1)[-1]
+                pod = _pod(worker)
                 held[pod] = held.get(pod, 0) + len(tasks or [])
+    for engine_reply in engine:
+        for worker, answer in engine_reply.items():
+            count = answer.get("in_flight") if isinstance(answer, Mapping) else None
+            if worker in complete and isinstance(count, int) and not isinstance(count, bool):
+                held[_pod(worker)] += max(count, 0)
     return held or None
+
+
+def _pod(worker: object) -> str:
+    """A worker's pod: its name after ``@`` (the hostname, which is the pod's name)."""
+    return str(worker).split("@", 1)[-1]
 
 
 PEERING_PRIORITY_RANGE = (1, 2**31)

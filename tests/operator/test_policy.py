@@ -155,6 +155,15 @@ def test_held_tasks_count_only_workers_that_answered_every_query(replies, expect
     assert held_from_replies(replies) == expected
 
 
+def test_the_engines_deliveries_count_as_held() -> None:
+    replies = [{"deliveries@p1": [], "deliveries@p2": [], "reports@p3": []}] * 3
+    engine = [{"deliveries@p1": {"in_flight": 212}}, {"deliveries@p2": {"in_flight": 0}},
+              {"reports@p3": {"error": "No such control command: engine_in_flight"}},
+              {"deliveries@p4": {"in_flight": 9}},  # missed the inspect queries: not counted
+              {"deliveries@p2": {"in_flight": True}}]  # not a count
+    assert held_from_replies(replies, engine) == {"p1": 212, "p2": 0, "p3": 0}
+
+
 def _never(low: int, high: int) -> int:
     raise AssertionError("no draw expected")
 

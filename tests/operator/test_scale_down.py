@@ -9,13 +9,17 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
+from compliance.api.app import create_app
 from compliance.messaging import DELIVER_TASK
+from compliance.redis_client import RedisTarget
 from compliance.settings import Settings
 from compliance.wiring import Container
 from compliance_operator.policy import DELETION_COST_ANNOTATION
 from tests.operator.conftest import Api, eventually, running_operator
 from tests.operator.test_autoscaler import QUEUE, TARGET, autoscaler
+from tests.support.receiver import Receiver, Reply
 from tests.support.services import WorkerProcess, wait_until
 
 
@@ -64,3 +68,25 @@ async def test_busy_pod_gets_a_deletion_cost_before_scale_down(
 
 async def _replicas_is(api: Api, n: int) -> bool:
     return await api.replicas(TARGET) == n
+
+
+def test_deliveries_the_engine_holds_count_as_the_pods_work(
+        redis_url: str, settings: Settings, start_worker: Callable[..., WorkerProcess],
+        receiver: Receiver, env: dict[str, str]) -> None:
+    """The asyncio engine's deliveries are not Celery pool tasks (`inspect active` lists at most
+    the one its Celery thread handed over): the operator also asks each worker's engine, so a
+    pod with deliveries in flight is not taken for idle."""
+    from compliance_operator.metrics_source import held_tasks_by_pod
+
+    start_worker(kind="deliveries", concurrency=32, extra_env={"COMPLIANCE_READ_TIMEOUT": "30"})
+    receiver.default = Reply(200, delay=20)
+    with TestClient(create_app(settings),
+                    headers={"X-API-Key": env["COMPLIANCE_PRODUCER_API_KEYS"]}) as client:
+        for _ in range(12):
+            assert client.post("/webhooks", json={"url": receiver.url("/held"), "event": "e",
+                                                  "payload": {}}).status_code == 202
+    wait_until(lambda: len(receiver.arrived("/held")) == 12, timeout=30,
+               message="the engine did not take all twelve")
+    held = held_tasks_by_pod(RedisTarget.from_settings(settings), prefix=settings.broker_key_prefix,
+                             timeout=2.0)
+    assert held is not None and held.get(socket.gethostname(), 0) >= 12, held

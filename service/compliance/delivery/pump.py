@@ -103,6 +103,11 @@ class Pump:
                          daemon=True).start()
 
     @property
+    def in_flight(self) -> int:
+        """Deliveries taken and not yet finished (read from any thread)."""
+        return len(self._in_flight)
+
+    @property
     def taking(self) -> bool:
         """Running and taking work (not stopping)."""
         return self._loop is not None and not self._stopping.is_set()

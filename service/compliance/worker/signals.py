@@ -30,6 +30,11 @@ def running_engine() -> Any:
     return next((pump for pump in _pumps if pump.taking), None)
 
 
+def engine_in_flight() -> int:
+    """Deliveries this process's engines hold now (taken, not yet committed)."""
+    return sum(pump.in_flight for pump in _pumps)
+
+
 def _redis_answers(container: Any) -> bool:
     try:
         return bool(container.redis.ping())

@@ -97,7 +97,7 @@ class Accepted:
 def accept(
     *, celery: Celery, records: ReportStore, storage: ReportStorage, settings: Settings,
     framework: str, subject: str, evidence: dict[str, Any], webhook_url: str,
-    metadata: dict[str, Any], correlation_id: str, webhook_id: str,
+    metadata: dict[str, Any], correlation_id: str, webhook_id: str, tenant: str | None = None,
 ) -> Accepted:
     """Store the evidence, create the ``queued`` record, enqueue generation (undo on refusal).
 
@@ -109,7 +109,7 @@ def accept(
     records.create(ReportRecord(
         report_id=report_id, framework=framework, subject=subject, status=ReportStatus.QUEUED,
         webhook_id=webhook_id, webhook_url=webhook_url, correlation_id=correlation_id or None,
-        metadata=metadata, created_at=now, updated_at=now,
+        metadata=metadata, created_at=now, updated_at=now, tenant=tenant,
     ), lease_until=now + settings.broker_visibility_timeout)
     try:
         celery.send_task(REPORT_TASK, args=[report_id], queue=settings.queue_name,
@@ -220,4 +220,5 @@ class Workflow:
         self._submitter.submit(Envelope(
             webhook_id=record.webhook_id, url=record.webhook_url, event=event, payload=payload,
             correlation_id=record.correlation_id, report_id=record.report_id,
+            tenant=record.tenant,
         ))

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from compliance.settings import Settings
 from compliance.store.schedule import Admission, Verdict
 
+# A submission up to a microsecond early passes (the arrival time is kept to the microsecond).
+RATE_TOLERANCE = 1e-6
+
 
 @dataclass(frozen=True)
 class TenantLimits:
@@ -52,9 +55,10 @@ def decide(*, queued: int, most_queued: int, live: int, limits: TenantLimits, no
         return Verdict(Admission.ACCEPTED), tat
     arrival = max(tat or 0.0, now)
     ahead = arrival - now - (max(1, limits.burst) - 1) / limits.rate
-    if ahead > 0:
+    if ahead > RATE_TOLERANCE:
         return Verdict(Admission.TENANT_RATE, ahead), tat
-    return Verdict(Admission.ACCEPTED), arrival + 1 / limits.rate
+    # kept in Redis to the microsecond
+    return Verdict(Admission.ACCEPTED), round(arrival + 1 / limits.rate, 6)
 
 
 def retry_after(verdict: Verdict, *, cap_retry_after: int) -> int:

@@ -275,7 +275,7 @@ local function tenant_limits(live, rate_key, now, ttl, cap, rate, burst)
   if rate > 0 then
     local tat = math.max(tonumber(redis.call('GET', rate_key) or '0'), now)
     local ahead = tat - now - (burst - 1) / rate
-    if ahead > 0 then
+    if ahead > 0.000001 then
       return {-2, string.format('%.6f', ahead)}
     end
     tat = tat + 1 / rate

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from fastapi import Request
 from fastapi.testclient import TestClient
 
@@ -313,4 +314,29 @@ def test_sigkill_while_the_backlog_feeds_the_list_loses_nothing(env, receiver, s
           f"{len(ids)} delivered, 0 lost, {duplicates} duplicates")
     assert container.schedule.backlogged() == 0
     assert all(container.schedule.live(t) == 0 for t in ("a", "b", "c"))
+    container.close()
+
+
+@pytest.mark.parametrize("rate", ["0", "100"])
+def test_at_maxmemory_a_tenants_submission_writes_nothing(env, r, rate):
+    """Redis refuses a script's first write at maxmemory, and lets every later one pass once
+    any write ran: the tenant's bookkeeping must not run first (the API then answers 503, and
+    nothing of the webhook is kept, backlog entry included)."""
+    container = _container(env, COMPLIANCE_FAIR_QUEUE_DEPTH="1")
+    limits = TenantLimits(cap=10, rate=float(rate), burst=10)
+    for i in range(3):
+        assert container.ledger.accept(_env(f"wh_{i}", "acme"), time.time(), signal="s",
+                                       limits=limits).accepted
+    before = (r.zcard(keys.tenant_live_key("acme")), r.zcard(keys.FAIR_BACKLOG),
+              r.get(keys.tenant_rate_key("acme")))
+    r.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            container.ledger.accept(_env("wh_full", "acme"), time.time(), signal="s",
+                                    limits=limits)
+    finally:
+        r.config_set("maxmemory", "0")
+    assert not r.exists(keys.status_key("wh_full")) and not r.exists(keys.webhook_key("wh_full"))
+    assert (r.zcard(keys.tenant_live_key("acme")), r.zcard(keys.FAIR_BACKLOG),
+            r.get(keys.tenant_rate_key("acme"))) == before
     container.close()

@@ -265,11 +265,12 @@ return 1
 
 # A tenant's cap and rate: nil when a submission passes (its rate's arrival time is then
 # advanced), or the refusal {code, seconds}. Entries of the tenant's live set older than the
-# envelope's TTL (records that expired unsettled) are pruned on the way.
+# envelope's TTL (records that expired unsettled) are not counted (and pruned by the accept
+# script after its first write: a script's first write command is the one Redis refuses at
+# maxmemory, and any write before it, even one that changes nothing, lets every later one pass).
 _LIMITS_FN = """
 local function tenant_limits(live, rate_key, now, ttl, cap, rate, burst)
-  redis.call('ZREMRANGEBYSCORE', live, '-inf', '(' .. string.format('%.6f', now - ttl))
-  if cap > 0 and redis.call('ZCARD', live) >= cap then
+  if cap > 0 and redis.call('ZCOUNT', live, string.format('%.6f', now - ttl), '+inf') >= cap then
     return {-1, '0'}
   end
   if rate > 0 then
@@ -327,6 +328,7 @@ if refused then
   return refused
 end
 put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending')
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. string.format('%.6f', now - tonumber(ARGV[7])))
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'env', ARGV[6], 'signalled_at', ARGV[8], 'tenant', ARGV[12])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))

@@ -30,6 +30,7 @@ from compliance.store import keys
 from compliance.store.records import Status
 from compliance.store.schedule import Admission
 from compliance.wiring import Container
+from compliance_operator.metrics_source import read_snapshot
 from tests.reports import evidence
 from tests.support.receiver import Reply
 from tests.support.services import PRODUCER_KEY, settings_from_env, wait_until
@@ -339,4 +340,18 @@ def test_at_maxmemory_a_tenants_submission_writes_nothing(env, r, rate):
     assert not r.exists(keys.status_key("wh_full")) and not r.exists(keys.webhook_key("wh_full"))
     assert (r.zcard(keys.tenant_live_key("acme")), r.zcard(keys.FAIR_BACKLOG),
             r.get(keys.tenant_rate_key("acme"))) == before
+    container.close()
+
+
+def test_backlogged_signals_count_as_queued_for_health_and_the_operator(env, r):
+    """The list is short; the backlog behind it is still demand: /health, the queue metric and
+    the operator's autoscaler count it (not as in flight)."""
+    container = _container(env, COMPLIANCE_FAIR_QUEUE_DEPTH="3")
+    for i in range(10):
+        container.submitter.submit(_env(f"wh_{i}", "acme" if i % 2 else None))
+    assert r.llen(QUEUE) == 3 and container.schedule.backlogged() == 7
+    assert container.queue_lengths()[container.settings.delivery_queue_name] == 10
+    snap = read_snapshot(r, prefix="compliance-", queue="compliance_webhooks",
+                         sample_backlog=False, reset_timeout=60, active_window=60)
+    assert (snap.queue_length, snap.in_flight) == (10, 0)
     container.close()

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import random
 import signal
 import time
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio
 from fastapi import Request
 from fastapi.testclient import TestClient
 
@@ -211,7 +213,7 @@ def test_the_backlog_lets_a_newcomer_go_next_and_tenants_take_turns(env, r):
     for _ in range(20):
         # a worker empties the list; the sweep tops it up to the depth, lowest tags first
         while (raw := r.rpop(QUEUE)) is not None:
-            order.append(__import__("json").loads(raw)["headers"]["webhook_id"])
+            order.append(json.loads(raw)["headers"]["webhook_id"])
         schedule.sweep(now=time.time(), signal_until=time.time() + 300, limit=500)
     assert sorted(order) == sorted([f"a{i}" for i in range(10)] + ["b0", "b1", "b2", "c0"])
     # a0, a1 were on the list; then a, b and the default tenant take turns until b and c are out
@@ -354,4 +356,31 @@ def test_backlogged_signals_count_as_queued_for_health_and_the_operator(env, r):
     snap = read_snapshot(r, prefix="compliance-", queue="compliance_webhooks",
                          sample_backlog=False, reset_timeout=60, active_window=60)
     assert (snap.queue_length, snap.in_flight) == (10, 0)
+    container.close()
+
+
+@pytest.mark.asyncio
+async def test_the_engines_take_empties_the_list_then_claims_the_backlogs_next(env, r):
+    container = _container(env, COMPLIANCE_FAIR_QUEUE_DEPTH="2")
+    for i in range(6):
+        container.submitter.submit(_env(f"a{i}", "a"))
+    container.submitter.submit(_env("b0", "b"))
+    assert r.llen(QUEUE) == 2 and container.schedule.backlogged() == 5
+    aclient = redis.asyncio.Redis.from_url(container.settings.redis_url, decode_responses=True)
+    now = time.time()
+    try:
+        taken = await container.schedule.take(aclient, count=4, now=now, lease_until=now + 60,
+                                              signal_until=now + 300)
+    finally:
+        await aclient.aclose()
+    ids = [webhook_id for webhook_id, claim in taken if claim.state.value == "claimed"]
+    # the list first (a0, a1), then the lowest tags: a2 and the newcomer b0 (both 1)
+    assert ids[:2] == ["a0", "a1"] and set(ids[2:]) == {"a2", "b0"}
+    for webhook_id in ids:  # held by this engine, as a popped signal would be
+        assert float(r.zscore(keys.LEASE_INDEX, webhook_id)) == pytest.approx(now + 60)
+    assert r.get(keys.CLAIMED_SIGNAL_MARK) is not None
+    # the list is topped up to the depth with the next tags; the rest waits
+    queued = [json.loads(raw)["headers"]["webhook_id"]
+              for raw in r.lrange(QUEUE, 0, -1)]
+    assert sorted(queued) == ["a3", "a4"] and container.schedule.backlogged() == 1
     container.close()

@@ -135,8 +135,8 @@ return r
 # all in one script: a signal is never off the list without its webhook being leased (kombu's
 # BRPOP has that gap; this has not). A message without a ``webhook_id`` header (a task from
 # before durable delivery, or not ours) is pushed back to the far end for the Celery consumer.
-# Before popping, the list is topped up from the fair backlog (to the fair depth, or to the room
-# this engine has, whichever is more).
+# After the list, the fair backlog (lowest tag first); the list is left topped up to the fair
+# depth.
 # KEYS: queue list, due, leased, mark, handed list, fair backlog, fair clock, fair tags.
 # ARGV: n, now, lease until, webhook prefix, status prefix, tenant live prefix, fair depth,
 # signal lease until. Returns flat quadruples: state, webhook id, envelope (or ''), runs.
@@ -169,12 +169,7 @@ room = n - #out / 4
 if room <= 0 then
   return out
 end
-refill(KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[3], math.max(tonumber(ARGV[7]), room), ARGV[2],
-       ARGV[8], ARGV[4])
-local popped = redis.call('RPOP', KEYS[1], room)
-if not popped then
-  return out
-end
+local popped = redis.call('RPOP', KEYS[1], room) or {}
 for _, raw in ipairs(popped) do
   local ok, msg = pcall(cjson.decode, raw)
   local id = nil
@@ -184,14 +179,32 @@ for _, raw in ipairs(popped) do
   if type(id) ~= 'string' then
     redis.call('LPUSH', KEYS[1], raw)
   else
-    local r = claim(id, ARGV[4] .. id, ARGV[5] .. id, KEYS[2], KEYS[3], KEYS[4], ARGV[2], ARGV[3],
-                    ARGV[6])
-    table.insert(out, r[1])
-    table.insert(out, id)
-    table.insert(out, r[2])
-    table.insert(out, r[3])
+    take(id, KEYS[4])
   end
 end
+-- The list is empty and there is still room: the next signals, lowest tag first, come from the
+-- backlog. Pushing them onto the list to pop them again in this same script would change nothing
+-- anyone can see (no client runs in between), so they are claimed where they are, as signals
+-- sent now (the claimed-signal mark moves as if popped). Then the list is topped up to the depth.
+room = n - #out / 4
+if room > 0 then
+  local backlogged = redis.call('ZPOPMIN', KEYS[6], room)
+  for i = 1, #backlogged, 2 do
+    local member = backlogged[i]
+    local id = string.sub(member, string.find(member, '\\n', 1, true) + 1)
+    if redis.call('EXISTS', ARGV[4] .. id) == 1 then
+      redis.call('HSET', ARGV[4] .. id, 'signalled_at', ARGV[2])
+    end
+    take(id, KEYS[4])
+  end
+  if #backlogged > 0 then
+    redis.call('SET', KEYS[7], backlogged[#backlogged])
+    if redis.call('EXISTS', KEYS[6]) == 0 then
+      redis.call('DEL', KEYS[8])
+    end
+  end
+end
+refill(KEYS[1], KEYS[6], KEYS[7], KEYS[8], KEYS[3], tonumber(ARGV[7]), ARGV[2], ARGV[8], ARGV[4])
 return out
 """
 
@@ -555,8 +568,9 @@ class ScheduleStore:
 
     async def take(self, aclient: Any, *, count: int, now: float, lease_until: float,
                    signal_until: float) -> list[tuple[str, Claim]]:
-        """Claim up to ``count`` webhooks, due ones first (up to half), then signalled ones
-        popped off the queue, topped up from the fair backlog (asyncio client, one round trip)."""
+        """Claim up to ``count`` webhooks: handed ones, due ones (up to half), signals popped off
+        the queue, then the fair backlog's next; the list is left at the fair depth (asyncio
+        client, one round trip)."""
         reply = await self._take_async(aclient)(
             keys=[self._queue_key, keys.DUE_INDEX, keys.LEASE_INDEX, keys.CLAIMED_SIGNAL_MARK,
                   keys.HANDED_LIST, keys.FAIR_BACKLOG, keys.FAIR_CLOCK, keys.FAIR_TAGS],

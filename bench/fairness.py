@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -37,12 +39,12 @@ from compliance.wiring import Container  # noqa: E402
 PAYLOAD = {"report_id": "rpt_" + "0" * 32, "note": "x" * 140}  # about 200 bytes of JSON
 
 
-def probe(container: Container, url: str, timeout: float = 600.0) -> float:
+def probe(container: Container, url: str, tenant: str, timeout: float = 600.0) -> float:
     """Submit one webhook of tenant B; seconds until its record says delivered."""
     webhook_id = new_webhook_id()
     sent = time.time()
     container.submitter.submit(Envelope(webhook_id=webhook_id, url=url, event="bench",
-                                        payload=PAYLOAD, tenant="tenant-b"))
+                                        payload=PAYLOAD, tenant=tenant))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         record = container.statuses.get(webhook_id)
@@ -59,9 +61,13 @@ def scenario(redis_url: str, ports: list[int], *, a: int, probes: int, depth: in
            "COMPLIANCE_DELIVERY_CONCURRENCY": "512", "COMPLIANCE_REDIS_MAX_CONNECTIONS": "600",
            "COMPLIANCE_FAIR_QUEUE_DEPTH": str(depth),
            "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0",
+           # named tenants sign with their own secrets, kept encrypted with this key
+           "COMPLIANCE_TENANT_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(dir=tmp)}
     container = Container(settings_for(env))
     container.redis.flushall()
+    tenant_a = container.tenant_store.create("a")[0].tenant_id
+    tenant_b = container.tenant_store.create("b")[0].tenant_id
     a_urls = [f"http://127.0.0.1:{port}/hook" for port in ports[:-1]]
     b_url = f"http://127.0.0.1:{ports[-1]}/hook"
     log = (tmp / f"worker-{depth}.log").open("wb")
@@ -70,16 +76,16 @@ def scenario(redis_url: str, ports: list[int], *, a: int, probes: int, depth: in
                                f"--hostname=fair{depth}@%h"],
                               env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        probe(container, b_url, timeout=120)  # the worker is up and warm
-        alone = [probe(container, b_url) for _ in range(probes)]
+        probe(container, b_url, tenant_b, timeout=120)  # the worker is up and warm
+        alone = [probe(container, b_url, tenant_b) for _ in range(probes)]
         for i in range(a):
             container.submitter.submit(Envelope(webhook_id=new_webhook_id(),
                                                 url=a_urls[i % len(a_urls)], event="bench",
-                                                payload=PAYLOAD, tenant="tenant-a"))
+                                                payload=PAYLOAD, tenant=tenant_a))
         started = time.monotonic()
         behind, left = [], []
         for _ in range(probes):
-            behind.append(probe(container, b_url))
+            behind.append(probe(container, b_url, tenant_b))
             left.append(a - container.statuses.count(Status.DELIVERED) + probes + 1 + len(behind))
         # A's drain rate, for the scale of what B would have waited behind
         while container.statuses.count(Status.DELIVERED) < a + 2 * probes + 1:

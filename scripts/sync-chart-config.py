@@ -32,6 +32,7 @@ OWNED_BY_OTHER_VALUES = {
     "admin_api_keys": "secrets.adminApiKeys",
     "producer_api_keys": "secrets.producerApiKeys",
     "webhook_secrets": "secrets.webhookSecrets",
+    "tenant_encryption_keys": "secrets.tenantEncryptionKeys",
     "storage_backend": "storage.backend",
     "storage_dir": "storage.filesystem",
     "s3_bucket": "storage.s3.bucket",

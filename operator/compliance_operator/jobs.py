@@ -30,8 +30,9 @@ def job_name(cr_name: str, cr_uid: str) -> str:
     return f"{base}-replay-{digest}"
 
 
-def replay_command(spec: Mapping[str, Any]) -> list[str]:
-    """``compliance dlq replay ...`` for the spec's selector, rate and dry-run flag."""
+def replay_command(spec: Mapping[str, Any], actor: str = "system:operator") -> list[str]:
+    """``compliance dlq replay ...`` for the spec's selector, rate and dry-run flag; the audit
+    trail names ``actor`` for its replays."""
     selector = spec.get("selector") or {}
     cmd = ["compliance", "dlq", "replay"]
     for key, flag in (("errorType", "--error-type"), ("destination", "--destination"),
@@ -43,8 +44,13 @@ def replay_command(spec: Mapping[str, Any]) -> list[str]:
         cmd += ["--rate", _number(spec["ratePerSecond"])]
     if spec.get("dryRun"):
         cmd.append("--dry-run")
-    cmd += ["--termination-log", TERMINATION_LOG]
+    cmd += ["--termination-log", TERMINATION_LOG, "--actor", actor]
     return cmd
+
+
+def replay_actor(namespace: str, name: str) -> str:
+    """The audit trail's actor for a DeadLetterReplay's Job: the custom resource it runs for."""
+    return f"system:operator:DeadLetterReplay/{namespace}/{name}"[:128]
 
 
 def _number(value: Any) -> str:
@@ -70,7 +76,7 @@ def build_job(*, body: Mapping[str, Any], settings: OperatorSettings) -> dict[st
         "name": "replay",
         "image": spec.get("image") or settings.replay_image,
         "imagePullPolicy": settings.replay_image_pull_policy,
-        "command": replay_command(spec),
+        "command": replay_command(spec, replay_actor(meta.get("namespace") or "", meta["name"])),
         "envFrom": env_from,
         "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}, {"name": "TMPDIR", "value": SCRATCH_DIR}],
         "terminationMessagePath": TERMINATION_LOG,

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -190,6 +191,24 @@ class Settings(BaseSettings):
     # Standard Webhooks secrets (`whsec_...`); every listed secret signs, so rotation is seamless.
     webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
 
+    # --- tenants -------------------------------------------------------------------------------
+    # Fernet keys (URL-safe base64 of 32 bytes: `python -c "from cryptography.fernet import
+    # Fernet; print(Fernet.generate_key().decode())"`) that encrypt tenants' signing secrets in
+    # Redis. The first encrypts, every one decrypts: list a new key first to rotate. Empty: no
+    # tenant can be created (the default tenant signs with webhook_secrets).
+    tenant_encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Seconds each API process keeps what it read of a tenant key (its tenant, disabled or not):
+    # a revoked key, or a disabled or deleted tenant, is refused everywhere within this bound
+    # (0: every request with a tenant key reads Redis once).
+    tenant_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Seconds each worker keeps a tenant's signing secrets: a rotation is seen within this bound
+    # (the new secret starts signing; an old one stops at its expires_at, or this long after
+    # the rotation if that is later). Keep rotation overlaps longer than this.
+    tenant_secret_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # Seconds a rotated-out signing secret keeps signing beside the new one, by default (a
+    # rotation may name its own); receivers have this long to switch.
+    tenant_secret_overlap_seconds: int = Field(default=86_400, ge=0, le=90 * 86_400)
+
     # --- API ------------------------------------------------------------------------------------
     # API keys for admin endpoints (cleanup, replay, breaker reset). Sent as `X-API-Key`.
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -261,6 +280,19 @@ class Settings(BaseSettings):
     # Largest client metadata echoed in report webhooks, bytes of JSON.
     max_metadata_bytes: int = Field(default=4096, ge=2)
 
+    # --- audit trail (docs/audit.md) ----------------------------------------------------------------
+    # Append every delivery outcome (delivered, failed) to the audit trail, in the delivery's own
+    # commit (no round trip of its own; about 250 bytes of Redis each until archived). Admin and
+    # tenant actions are always recorded.
+    audit_deliveries: bool = True
+    # Seconds audit entries stay in Redis at least; older ones are moved to the report storage
+    # (under audit/) in segments by `compliance audit archive`, which `compliance cleanup` (the
+    # chart's retention CronJob, daily) runs. Redis holds this much plus the time between two runs
+    # (with the defaults, 1 to 25 hours of entries).
+    audit_redis_seconds: int = Field(default=3600, ge=60)
+    # Entries per archived segment at most (one gzip'd JSON-lines object each).
+    audit_segment_entries: int = Field(default=50_000, ge=100, le=1_000_000)
+
     # --- metrics --------------------------------------------------------------------------------------
     # Port of a worker's Prometheus endpoint (0 disables it).
     worker_metrics_port: int = Field(default=9808, ge=0, le=65535)
@@ -271,7 +303,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allowed_ports", "webhook_secrets", "admin_api_keys", "producer_api_keys",
-        "redis_sentinels", mode="before"
+        "redis_sentinels", "tenant_encryption_keys", mode="before"
     )(split_list)
 
     @field_validator("redis_sentinels")
@@ -280,6 +312,18 @@ class Settings(BaseSettings):
         for address in addresses:
             parse_address(address)  # raises ValueError with the reason
         return addresses
+
+    @field_validator("tenant_encryption_keys")
+    @classmethod
+    def _fernet(cls, encryption_keys: list[SecretStr]) -> list[SecretStr]:
+        """Each key must be a Fernet key (never echoed)."""
+        for key in encryption_keys:
+            try:
+                Fernet(key.get_secret_value().encode())
+            except (ValueError, TypeError) as exc:
+                raise ValueError("tenant encryption keys must be Fernet keys (URL-safe base64 "
+                                 "of 32 bytes)") from exc
+        return encryption_keys
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -32,12 +32,14 @@ from compliance.reports.storage import ReportStorage, build_storage
 from compliance.reports.workflow import Workflow
 from compliance.settings import Settings
 from compliance.store import broker, keys
+from compliance.store.audit import AuditStore
 from compliance.store.breakers import BreakerStore, SlotPolicy
 from compliance.store.console_sessions import ConsoleSessionStore
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.reports import ReportStore
 from compliance.store.schedule import ScheduleStore
 from compliance.store.statuses import StatusStore
+from compliance.store.tenants import TenantDirectory, TenantStore
 
 
 class Container:
@@ -102,6 +104,27 @@ class Container:
                            runs_ttl=s.broker_visibility_timeout * (s.max_redeliveries + 1))
 
     @cached_property
+    def tenant_store(self) -> TenantStore:
+        """Tenants, their hashed keys and encrypted signing secrets (a deleted tenant's
+        secrets stay as long as its webhooks may still be delivered)."""
+        s = self.settings
+        cipher = TenantStore.build_cipher([k.get_secret_value() for k in s.tenant_encryption_keys])
+        return TenantStore(self.redis, cipher=cipher, drain_ttl=s.status_ttl_open,
+                           clock=self.clock)
+
+    @cached_property
+    def tenants(self) -> TenantDirectory:
+        """Tenant keys' owners and tenants' secrets, cached in this process."""
+        s = self.settings
+        return TenantDirectory(self.tenant_store, key_ttl=s.tenant_key_cache_seconds,
+                               secret_ttl=s.tenant_secret_cache_seconds)
+
+    @cached_property
+    def audit(self) -> AuditStore:
+        """The audit trail: ``audit.record(actor=, action=, tenant=, target=, detail=)``."""
+        return AuditStore(self.redis, clock=self.clock)
+
+    @cached_property
     def console_sessions(self) -> ConsoleSessionStore:
         """Signed-in console browsers."""
         return ConsoleSessionStore(self.redis, ttl=self.settings.console_session_ttl)
@@ -111,7 +134,8 @@ class Container:
     def ledger(self) -> Ledger:
         """Atomic state changes of webhooks."""
         return Ledger(client=self.redis, settings=self.settings, statuses=self.statuses,
-                      dead_letters=self.dead_letters, schedule=self.schedule)
+                      dead_letters=self.dead_letters, schedule=self.schedule,
+                      audit_store=self.audit if self.settings.audit_deliveries else None)
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
@@ -123,7 +147,7 @@ class Container:
     def submitter(self) -> Submitter:
         """Accepts webhooks and replays dead letters."""
         return Submitter(ledger=self.ledger, dispatcher=self.dispatcher,
-                         dead_letters=self.dead_letters, clock=self.clock)
+                         dead_letters=self.dead_letters, audit=self.audit, clock=self.clock)
 
     @cached_property
     def sender(self) -> Sender:
@@ -136,8 +160,8 @@ class Container:
     def deliverer(self) -> Deliverer:
         """The delivery engine (one attempt and its decision)."""
         return Deliverer(settings=self.settings, ledger=self.ledger, breakers=self.breakers,
-                         sender=self.sender, resolver=self.resolver, rng=self._rng,
-                         clock=self.clock)
+                         sender=self.sender, tenants=self.tenants, resolver=self.resolver,
+                         rng=self._rng, clock=self.clock)
 
     @cached_property
     def runner(self) -> DeliveryRunner:
@@ -158,7 +182,8 @@ class Container:
         sender = AsyncSender(connect_timeout=s.connect_timeout, read_timeout=s.read_timeout,
                              body_cap=s.response_body_cap, max_connections=max_in_flight,
                              allow_loopback=s.allow_loopback_targets, resolver=self.resolver)
-        scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts]
+        scripts = [*self.statuses.scripts, *self.schedule.scripts, *self.breakers.scripts,
+                   *self.ledger.scripts]
         return Pump(settings=s, schedule=self.schedule, ledger=self.ledger,
                     deliverer=self.deliverer, breakers=self.breakers, sender=sender,
                     redis_factory=lambda: create_async_redis(s), scripts=scripts,

@@ -261,7 +261,12 @@ def test_secrets_are_generated_valid_and_existing_secret_is_honoured():
     data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     # the generated values pass the service's own validation (no placeholders, whsec form)
     Settings(admin_api_keys=data["COMPLIANCE_ADMIN_API_KEYS"], producer_api_keys=data["COMPLIANCE_PRODUCER_API_KEYS"],
-             webhook_secrets=data["COMPLIANCE_WEBHOOK_SECRETS"], redis_url=data["COMPLIANCE_REDIS_URL"])
+             webhook_secrets=data["COMPLIANCE_WEBHOOK_SECRETS"], redis_url=data["COMPLIANCE_REDIS_URL"],
+             tenant_encryption_keys=data["COMPLIANCE_TENANT_ENCRYPTION_KEYS"])
+    # ... and the generated tenant encryption key really encrypts (a Fernet key of 32 bytes)
+    from cryptography.fernet import Fernet
+    fernet = Fernet(data["COMPLIANCE_TENANT_ENCRYPTION_KEYS"].encode())
+    assert fernet.decrypt(fernet.encrypt(b"whsec_x")) == b"whsec_x"
     assert data["COMPLIANCE_REDIS_URL"] == "redis://rel-compliance-reporting-redis:6379/0"
     ext = helm("helm4", "template", "rel", str(CHART), "--set", "secrets.existingSecret=mine").stdout
     docs = [d for d in yaml.safe_load_all(ext) if d]

@@ -139,11 +139,13 @@ def test_generated_secrets_without_a_cluster_change_on_every_render():
         return doc["data"]
 
     first, second = secret(), secret()
-    for key in ("COMPLIANCE_ADMIN_API_KEYS", "COMPLIANCE_PRODUCER_API_KEYS", "COMPLIANCE_WEBHOOK_SECRETS"):
+    for key in ("COMPLIANCE_ADMIN_API_KEYS", "COMPLIANCE_PRODUCER_API_KEYS", "COMPLIANCE_WEBHOOK_SECRETS",
+                "COMPLIANCE_TENANT_ENCRYPTION_KEYS"):
         assert first[key] != second[key], key
     assert first["COMPLIANCE_REDIS_URL"] == second["COMPLIANCE_REDIS_URL"]
     given = ("secrets.adminApiKeys=admin-key-0123456789", "secrets.producerApiKeys=producer-key-0123456789",
-             "secrets.webhookSecrets=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+             "secrets.webhookSecrets=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+             "secrets.tenantEncryptionKeys=n0tA7sY9K8fXrQkWm1uJc6VbE3pLdH5gTzR2iOaSyF4=")
     assert secret(*given) == secret(*given)
 
 

@@ -95,6 +95,10 @@ def test_dev_mode_runs_api_worker_and_its_own_redis(tmp_path, receiver):
         sent = httpx.post(f"{base}/webhooks", json={"url": receiver.url(), "event": "e", "payload": {}})
         assert sent.status_code == 202  # dev mode: no API key needed, loopback allowed
         receiver.wait_for(1, timeout=60)
+        # Tenants work out of the box: dev mode keeps an encryption key of its own.
+        made = httpx.post(f"{base}/tenants", json={"name": "trial"})
+        assert made.status_code == 201, made.text
+        assert (tmp_path / "dev" / "tenant-encryption.key").stat().st_mode & 0o077 == 0
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
         output = proc.stdout.read().decode()
@@ -102,3 +106,12 @@ def test_dev_mode_runs_api_worker_and_its_own_redis(tmp_path, receiver):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("args", [("dlq", "list"), ("dlq", "replay", "--dry-run"), ("tenant", "list")])
+def test_a_command_that_cannot_reach_redis_says_so_in_one_line(env, args):
+    dead = {**env, "COMPLIANCE_REDIS_URL": f"redis://:not-to-be-shown@127.0.0.1:{free_port()}/0"}
+    out = cli(dead, *args, check=False)
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("Error: Redis is unavailable: ConnectionError")
+    assert "Traceback" not in out.stderr and "not-to-be-shown" not in out.stderr + out.stdout

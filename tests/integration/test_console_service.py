@@ -107,12 +107,29 @@ def test_a_producer_key_cannot_reach_admin_pages_or_actions(settings):
     try:
         home = client.get("/console")
         assert "/console/dead-letters\"" not in home.text and "read-only" in home.text
-        for path in ("/console/dead-letters", "/console/breakers", "/console/cleanup?status=failed"):
-            assert client.get(path).status_code == 403, path
+        for path in ("/console/dead-letters", "/console/dead-letters/wh_x", "/console/breakers",
+                     "/console/breakers/reset?name=x", "/console/cleanup?status=failed",
+                     "/console/dead-letters/wh_x/replay"):
+            answer = client.get(path)
+            assert answer.status_code == 403, path
+            assert "needs an admin API key" in answer.text and "Content-Security-Policy" in answer.headers
         csrf = csrf_of(client)
-        assert client.post("/console/breakers/reset", data={"csrf": csrf, "name": "x"}).status_code == 403
+        for path, data in (("/console/breakers/reset", {"name": "x"}), ("/console/cleanup", {}),
+                           ("/console/dead-letters/wh_x/replay", {}), ("/console/dead-letters/replay", {})):
+            answer = client.post(path, data={"csrf": csrf, **data})
+            assert answer.status_code == 403 and "needs an admin API key" in answer.text, path
     finally:
         client.__exit__(None, None, None)
+
+
+def test_without_a_session_admin_pages_go_to_sign_in_and_actions_are_refused(settings):
+    with TestClient(create_app(settings), base_url=HTTPS, follow_redirects=False) as client:
+        for path in ("/console/dead-letters", "/console/breakers", "/console/cleanup"):
+            answer = client.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/console", path
+        for path in ("/console/breakers/reset", "/console/cleanup", "/console/dead-letters/replay"):
+            answer = client.post(path, data={"csrf": "x"})
+            assert answer.status_code == 401 and "sign in again" in answer.text, path
 
 
 def test_the_console_can_be_turned_off(env):

@@ -66,6 +66,32 @@ def test_celery_cli_sees_the_worker(env, start_worker):
     assert inspect.returncode == 0 and "clicheck-all@" in inspect.stdout
 
 
+
+def test_celery_inspect_active_shows_a_handed_over_delivery_until_the_engine_is_done(
+        api, receiver, env, start_worker):
+    """The Celery thread hands each signal it pops to the delivery engine and stays active until
+    the engine is done with it: `celery inspect active` shows the delivery at work (and that thread
+    takes no other signal meanwhile), then nothing once it is delivered."""
+    worker = start_worker(kind="deliveries", name="seen", extra_env={"COMPLIANCE_READ_TIMEOUT": "20"})
+    run_env = {**os.environ, **env}
+    receiver.default = Reply(200, delay=6)
+    # The idle engine polls with a back-off; the Celery thread waits in BRPOP, which Redis serves
+    # the moment a signal is pushed: this webhook goes through the Celery thread.
+    webhook_id = submit(api, receiver)
+
+    def active() -> str:
+        out = subprocess.run([sys.executable, "-m", "celery", "-A", "compliance.worker.celery_app",
+                              "inspect", "active", "--json"], env=run_env, capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode in (0, 69), out.stderr
+        return out.stdout
+
+    wait_until(receiver.arrived, timeout=30, message="nothing arrived")  # held 6 s
+    assert webhook_id in active(), worker.log()[-3000:]
+    settled(api, webhook_id, want=("delivered",))
+    wait_until(lambda: webhook_id not in active(), timeout=20,
+               message="the task stayed active after its webhook was delivered")
+
 # path: (replies, final status, attempts, error type)
 RETRY_TABLE = {
     "/r500-then-ok": ([Reply(500), Reply(502), Reply(200)], "delivered", 3, None),
@@ -205,10 +231,12 @@ def test_breaker_defers_without_using_attempts_then_delivers(api, receiver, star
 
 
 def test_bounded_deferral_ends_in_dlq_as_circuit_open(api, receiver, start_worker, r, settings, admin_headers):
+    start_worker(extra_env={"COMPLIANCE_BREAKER_MAX_DEFERRAL_SECONDS": "0.5"})
+    # Opened once the worker is up (its start on a loaded machine can outlast the open period,
+    # and then the first attempt is the probe): the next probe is far more than 0.5 s away.
     breakers = BreakerStore(r, threshold=1, reset_timeout=settings.breaker_reset_timeout, probe_lease=5)
     origin = f"http://127.0.0.1:{receiver.port}"
     breakers.record(origin, "failure", was_probe=False)
-    start_worker(extra_env={"COMPLIANCE_BREAKER_MAX_DEFERRAL_SECONDS": "0.5"})
     webhook_id = submit(api, receiver)
     assert settled(api, webhook_id)["status"] == "failed"
     entry = api.get(f"/dead-letters/{webhook_id}", headers=admin_headers).json()

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 import redis.asyncio
+from cryptography.fernet import Fernet
 from fastapi import Request
 from fastapi.testclient import TestClient
 
@@ -38,6 +39,8 @@ from tests.support.receiver import Reply
 from tests.support.services import PRODUCER_KEY, settings_from_env, wait_until
 
 pytestmark = pytest.mark.timeout(300)
+# Named tenants' webhooks are signed with their own secrets, kept encrypted with this key.
+ENCRYPTION_KEY = Fernet.generate_key().decode()
 QUEUE = "compliance-compliance_webhooks"
 
 
@@ -93,14 +96,14 @@ def test_a_tenant_at_its_cap_gets_429_and_other_tenants_do_not(tenant_api):
         "webhook_url": "http://127.0.0.1:9/hook"})
     assert accepted_report.status_code == 202, accepted_report.text
     report_id = accepted_report.json()["report_id"]
-    assert api.get(f"/reports/{report_id}").json()["tenant"] == "globex"
+    assert container.reports.get(report_id).tenant == "globex"
     # other tenants, and the default tenant, are not affected
     for other in ("globex", None, None, None):
         assert _post(api, other).status_code == 202
     assert _post(api, None).status_code == 429  # the default tenant is one tenant among others
     # the tenant carried into the record
-    record = api.get(f"/webhook-statuses/{accepted[0]}").json()
-    assert record["tenant"] == "acme"
+    record = container.statuses.get(accepted[0])
+    assert record is not None and record.tenant == "acme"
     # one of acme's webhooks delivered: it has room for one more
     env = Envelope.model_validate_json(container.schedule.envelope(accepted[0]) or "")
     container.ledger.delivered(env, time.time())
@@ -253,18 +256,21 @@ def test_one_tenants_flood_does_not_hold_up_another_tenants_webhook(env, receive
     arrive while at least 1,000 of A's are still undelivered, and within 3 s (the bound:
     about 17 deliveries of 20 ms, 8 at a time, plus the engine's idle poll and this machine's
     slack). With the backlog off (COMPLIANCE_FAIR_QUEUE_DEPTH=0) B waits behind all of A's."""
-    fair = {"COMPLIANCE_FAIR_QUEUE_DEPTH": "8", "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0"}
+    fair = {"COMPLIANCE_FAIR_QUEUE_DEPTH": "8", "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0",
+            "COMPLIANCE_TENANT_ENCRYPTION_KEYS": ENCRYPTION_KEY}
     container = _container(env, **fair)
+    tenant_a = container.tenant_store.create("a")[0].tenant_id
+    tenant_b = container.tenant_store.create("b")[0].tenant_id
     receiver.default = Reply(200, delay=0.02)
     flood = 1500
     for i in range(flood):
-        container.submitter.submit(_env(f"wh_a{i:05d}", "tenant-a", receiver.url("/a")))
+        container.submitter.submit(_env(f"wh_a{i:05d}", tenant_a, receiver.url("/a")))
     assert container.schedule.backlogged() == flood - 8
     start_worker(kind="deliveries", concurrency=8, extra_env=fair, name="fair")
     wait_until(lambda: len(receiver.received("/a")) >= 50, timeout=60,
                message="A's deliveries did not start")
     sent = time.monotonic()
-    container.submitter.submit(_env("wh_b", "tenant-b", receiver.url("/b")))
+    container.submitter.submit(_env("wh_b", tenant_b, receiver.url("/b")))
     wait_until(lambda: receiver.received("/b"), timeout=60, interval=0.01,
                message="B's webhook was not delivered")
     latency = time.monotonic() - sent
@@ -284,12 +290,16 @@ def test_sigkill_while_the_backlog_feeds_the_list_loses_nothing(env, receiver, s
     durable = {"COMPLIANCE_FAIR_QUEUE_DEPTH": "4", "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0",
                "COMPLIANCE_DELIVERY_SIGNAL_TIMEOUT": "3",
                "COMPLIANCE_DELIVERY_SWEEP_INTERVAL": "0.2",
-               "COMPLIANCE_DELIVERY_TASK_TIME_LIMIT": "5"}
+               "COMPLIANCE_DELIVERY_TASK_TIME_LIMIT": "5",
+               "COMPLIANCE_TENANT_ENCRYPTION_KEYS": ENCRYPTION_KEY}
     container = _container(env, **durable)
+    # two named tenants and the default one
+    tenants = {"a": container.tenant_store.create("a")[0].tenant_id,
+               "b": container.tenant_store.create("b")[0].tenant_id, "c": None}
     receiver.default = Reply(200, delay=0.03)
     ids = [f"wh_{tenant}{i:03d}" for i in range(120) for tenant in ("a", "b", "c")]
     for webhook_id in ids:
-        container.submitter.submit(_env(webhook_id, webhook_id[3], receiver.url()))
+        container.submitter.submit(_env(webhook_id, tenants[webhook_id[3]], receiver.url()))
     assert container.schedule.backlogged() == len(ids) - 4
     kills = 0
     for round_ in range(4):
@@ -316,7 +326,7 @@ def test_sigkill_while_the_backlog_feeds_the_list_loses_nothing(env, receiver, s
     print(f"sigkill x{kills} while the backlog fed the list: {len(ids)} accepted, "
           f"{len(ids)} delivered, 0 lost, {duplicates} duplicates")
     assert container.schedule.backlogged() == 0
-    assert all(container.schedule.live(t) == 0 for t in ("a", "b", "c"))
+    assert all(container.schedule.live(t) == 0 for t in tenants.values())
     container.close()
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from compliance_operator.jobs import build_job, job_name, job_phase, parse_summary, replay_command
+from compliance_operator.jobs import (
+    build_job,
+    job_name,
+    job_phase,
+    parse_summary,
+    replay_actor,
+    replay_command,
+)
 from compliance_operator.settings import OperatorSettings
 
 CR = {"apiVersion": "reporting.compliance.io/v1alpha1", "kind": "DeadLetterReplay",
@@ -18,9 +25,18 @@ def test_command_carries_every_selector_field() -> None:
     assert replay_command(CR["spec"]) == [
         "compliance", "dlq", "replay", "--error-type", "http_5xx", "--destination", "https://h.example",
         "--older-than", "1h", "--newer-than", "7d", "--limit", "500", "--rate", "2.5", "--dry-run",
-        "--termination-log", "/dev/termination-log"]
-    assert replay_command({}) == ["compliance", "dlq", "replay", "--limit", "100",
-                                  "--termination-log", "/dev/termination-log"]
+        "--termination-log", "/dev/termination-log", "--actor", "system:operator"]
+    assert replay_command({}, "system:operator:DeadLetterReplay/ns1/r") == [
+        "compliance", "dlq", "replay", "--limit", "100", "--termination-log", "/dev/termination-log",
+        "--actor", "system:operator:DeadLetterReplay/ns1/r"]
+
+
+def test_the_job_names_its_custom_resource_to_the_audit_trail() -> None:
+    command = build_job(body=CR, settings=OperatorSettings())["spec"]["template"]["spec"][
+        "containers"][0]["command"]
+    assert command[-2:] == ["--actor", "system:operator:DeadLetterReplay/ns1/replay-5xx"]
+    assert replay_actor("n" * 63, "x" * 253).startswith("system:operator:") and len(
+        replay_actor("n" * 63, "x" * 253)) == 128
 
 
 def test_job_name_is_deterministic_per_instance_and_short() -> None:

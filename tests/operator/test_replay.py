@@ -64,7 +64,8 @@ async def test_replay_creates_exactly_one_job_and_reports_counts(
         assert container["command"] == [
             "compliance", "dlq", "replay", "--error-type", "http_5xx", "--older-than", "1s",
             "--newer-than", "7d", "--limit", "50", "--rate", "100",
-            "--termination-log", "/dev/termination-log"]
+            "--termination-log", "/dev/termination-log",
+            "--actor", f"system:operator:DeadLetterReplay/{cr['metadata']['namespace']}/replay-1"]
         assert container["image"] == "registry.test/compliance:1.0"
         assert container["envFrom"] == [{"secretRef": {"name": "compliance-env"}}]
         sc = container["securityContext"]

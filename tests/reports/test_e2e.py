@@ -11,6 +11,7 @@ from tests.reports import evidence as ev
 from tests.reports.conftest import S3Server
 from tests.reports.test_api import good
 from tests.reports.test_workflow import delivery_envelopes
+from tests.support.receiver import Reply
 from tests.support.services import SECRET, settings_from_env, wait_until
 
 
@@ -85,3 +86,19 @@ def test_soft_time_limit_marks_the_report_failed_and_queues_report_failed(api, s
     status = api.get(f"/webhook-statuses/{accepted['webhook_id']}").json()
     assert status["status"] == "pending" and status["event"] == "report.failed"
     assert json.loads(r.get(f"compliance:report:{rid}"))["status"] == "failed"
+
+
+def test_in_the_all_worker_a_slow_delivery_does_not_hold_report_generation(api, receiver,
+                                                                           start_worker):
+    """`--kind all` runs reports and hand-overs on one Celery thread: that thread must not stay
+    with a webhook it handed to the engine, or a slow receiver would hold every report."""
+    start_worker(kind="all", concurrency=4, extra_env={"COMPLIANCE_READ_TIMEOUT": "30"})
+    receiver.default = Reply(200, delay=15)
+    slow = api.post("/webhooks", json={"url": receiver.url("/slow"), "event": "e", "payload": {}})
+    assert slow.status_code == 202, slow.text
+    wait_until(lambda: receiver.arrived("/slow"), timeout=30, message="the slow webhook never arrived")
+    accepted = api.post("/reports", json=good(webhook_url=receiver.url("/reports"))).json()
+    # generated (and its webhook on its way) while the slow delivery is still held
+    wait_until(lambda: api.get(f"/reports/{accepted['report_id']}").json()["status"] == "completed",
+               timeout=10, message="the report waited for the slow delivery")
+    assert not receiver.received("/slow")

@@ -15,7 +15,7 @@ from compliance.api.health import HealthCheck, HealthChecker
 from compliance.api.http_metrics import HTTPMetrics
 from compliance.api.limits import BodySizeLimit
 from compliance.api.root_path import RootPath
-from compliance.api.routes import breakers, dead_letters, health, reports, webhooks
+from compliance.api.routes import audit, breakers, dead_letters, health, reports, tenants, webhooks
 from compliance.api.security_headers import SecurityHeaders
 from compliance.observability import metrics
 from compliance.observability.logs import configure_logging
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.health = health_checks(container, report_clients)
     app.state.registry = metrics.process_registry()
     errors.install(app)
-    for module in (webhooks, dead_letters, breakers, health, reports):
+    for module in (webhooks, dead_letters, breakers, health, reports, tenants, audit):
         app.include_router(module.router)
     if settings.console_enabled:
         console.install(app)

@@ -12,12 +12,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from compliance.api.errors import APIError
-from compliance.api.principal import DEV_PRINCIPAL, Principal, resolve
+from compliance.api.principal import DEV_PRINCIPAL, Disabled, Principal, resolve_async
 from compliance.delivery.submit import Submitter
 from compliance.settings import Settings
+from compliance.store.audit import AuditStore
 from compliance.store.breakers import BreakerStore
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.statuses import StatusStore
+from compliance.store.tenants import TENANT_KEY_PREFIX
 from compliance.wiring import Container
 
 
@@ -55,7 +57,13 @@ async def get_submitter(container: ContainerDep) -> Submitter:
     return container.submitter
 
 
+async def get_audit(container: ContainerDep) -> AuditStore:
+    """The audit trail."""
+    return container.audit
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+AuditDep = Annotated[AuditStore, Depends(get_audit)]
 StatusesDep = Annotated[StatusStore, Depends(get_statuses)]
 DeadLettersDep = Annotated[DeadLetterStore, Depends(get_dead_letters)]
 BreakersDep = Annotated[BreakerStore, Depends(get_breakers)]
@@ -79,13 +87,19 @@ def _presented_key(x_api_key: str | None, bearer: HTTPAuthorizationCredentials |
     return None
 
 
-def _require(settings: Settings, presented: str | None, *, admin: bool) -> Principal:
-    if settings.dev_mode:
-        return DEV_PRINCIPAL
+async def _require(request: Request, presented: str | None, *, admin: bool) -> Principal:
+    container: Container = request.app.state.container
+    settings = container.settings
+    if settings.dev_mode and not (presented or "").startswith(TENANT_KEY_PREFIX):
+        return DEV_PRINCIPAL  # dev mode: no key needed, except to act as a tenant
     if not presented:
         raise APIError(401, "unauthorized", "an API key is required (X-API-Key header)",
                        headers={"WWW-Authenticate": "Bearer"})
-    principal = resolve(settings, presented)
+    try:
+        principal = await resolve_async(settings, presented, container.tenants,
+                                        request.app.state.aredis)
+    except Disabled as exc:
+        raise APIError(403, "forbidden", "this API key's tenant is disabled") from exc
     if principal is None:
         raise APIError(403, "forbidden", "unknown API key")
     if admin and not principal.admin:
@@ -93,19 +107,31 @@ def _require(settings: Settings, presented: str | None, *, admin: bool) -> Princ
     return principal
 
 
-async def require_producer(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+async def require_producer(request: Request, x_api_key: ApiKeyHeaderDep = None,
                            bearer: BearerDep = None) -> Principal:
-    """Producer or admin key: the caller."""
-    return _require(settings, _presented_key(x_api_key, bearer), admin=False)
+    """Producer (of any tenant) or admin key: the caller."""
+    return await _require(request, _presented_key(x_api_key, bearer), admin=False)
 
 
-async def require_admin(settings: SettingsDep, x_api_key: ApiKeyHeaderDep = None,
+async def require_admin(request: Request, x_api_key: ApiKeyHeaderDep = None,
                         bearer: BearerDep = None) -> Principal:
     """Admin key only: the caller."""
-    return _require(settings, _presented_key(x_api_key, bearer), admin=True)
+    return await _require(request, _presented_key(x_api_key, bearer), admin=True)
+
+
+async def require_reader(request: Request, x_api_key: ApiKeyHeaderDep = None,
+                         bearer: BearerDep = None) -> Principal:
+    """Admin, or a named tenant's key (its own records): dead letters and breakers, which
+    environment producer keys never read (an install without tenants changes nothing)."""
+    principal = await _require(request, _presented_key(x_api_key, bearer), admin=False)
+    if not principal.admin and principal.tenant is None:
+        raise APIError(403, "forbidden", "this API key may not call admin endpoints")
+    return principal
 
 
 ProducerAuth = Depends(require_producer)
 AdminAuth = Depends(require_admin)
+ReaderAuth = Depends(require_reader)
 ProducerDep = Annotated[Principal, ProducerAuth]
 AdminDep = Annotated[Principal, AdminAuth]
+ReaderDep = Annotated[Principal, ReaderAuth]

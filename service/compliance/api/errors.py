@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,23 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             for code in sorted({*codes, 431})}
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "_"}
+    routes = list(request.app.router.routes)
+    while routes:
+        route = routes.pop()
+        included = getattr(route, "original_router", None)  # an included router (no prefix)
+        if included is not None:
+            routes.extend(included.routes)
+            continue
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def printable(text: str) -> str:
     """``text`` with anything UTF-8 cannot encode (lone surrogates) spelled as ``\\udXXX``, so
     an error that quotes client input can always be written."""
@@ -118,7 +136,7 @@ def install(app: FastAPI) -> None:
                             status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI's answer to a body it cannot read (bytes that are not UTF-8): a validation
             # error like any other malformed JSON, so the spec's 422 covers it.
@@ -128,8 +146,13 @@ def install(app: FastAPI) -> None:
                                 status_code=422)
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized",
                 403: "forbidden", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only; a path served
+            # by several routes (GET and POST /tenants) allows all of theirs.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers)
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:

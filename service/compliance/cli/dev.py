@@ -17,6 +17,19 @@ import click
 from compliance.localredis import LocalRedis, find_redis_server
 
 
+def _dev_encryption_key(data_dir: Path) -> str:
+    """The dev install's tenant encryption key, made once and kept beside its Redis data (so
+    tenants made in one `make run` still sign in the next)."""
+    from cryptography.fernet import Fernet
+
+    path = data_dir / "tenant-encryption.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -37,6 +50,7 @@ def dev(port: int, redis_port: int, data_dir: Path) -> None:
     env.setdefault("COMPLIANCE_ALLOWED_PORTS", "")
     env.setdefault("COMPLIANCE_STORAGE_DIR", str(data_dir / "reports"))
     env.setdefault("COMPLIANCE_PUBLIC_BASE_URL", f"http://localhost:{port}")
+    env.setdefault("COMPLIANCE_TENANT_ENCRYPTION_KEYS", _dev_encryption_key(data_dir))
     metrics_dir = tempfile.mkdtemp(prefix="compliance-dev-metrics-")
     env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # api and worker share counters
     env.setdefault("COMPLIANCE_WORKER_METRICS_PORT", "0")

@@ -67,6 +67,11 @@ def _services() -> Container:
         raise click.ClickException(f"invalid configuration:\n{exc}") from exc
 
 
+def _bad_actor(value: object) -> str:
+    raise click.BadParameter(f"{value!r}: a system actor starts with 'system:' (at most 128 "
+                             "characters); key ids are for API callers")
+
+
 @click.group()
 def dlq() -> None:
     """Inspect and replay dead letters."""
@@ -111,9 +116,14 @@ def show(webhook_id: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Only count what would be replayed.")
 @click.option("--termination-log", type=click.Path(path_type=Path), default=None,
               help="Also write the JSON summary here (Kubernetes: /dev/termination-log).")
+@click.option("--actor", default="system:cli", show_default=True, callback=lambda _c, _p, v: (
+    v if isinstance(v, str) and v.startswith("system:") and len(v) <= 128
+    else _bad_actor(v)),
+              help="Who the audit trail names for these replays (a system: name; e.g. the "
+                   "DeadLetterReplay resource that runs the Job).")
 def replay(error_type: str | None, destination: str | None, older_than: str | None,
            newer_than: str | None, ids: tuple[str, ...], limit: int, rate: float | None,
-           dry_run: bool, termination_log: Path | None) -> None:
+           dry_run: bool, termination_log: Path | None, actor: str) -> None:
     """Re-enqueue dead letters with their webhook ids and a fresh attempt budget.
 
     Prints a JSON summary on the last line: matched, replayed, skipped, failed.
@@ -124,7 +134,7 @@ def replay(error_type: str | None, destination: str | None, older_than: str | No
         for webhook_id in tqdm(ids, desc="replay", file=sys.stderr, disable=dry_run):
             if dry_run:
                 continue
-            outcome = services.submitter.replay(webhook_id)
+            outcome = services.submitter.replay(webhook_id, actor=actor)
             counts["replayed" if outcome.value == "replayed" else "skipped"] += 1
         summary = {**counts, "dry_run": dry_run}
     else:
@@ -132,7 +142,7 @@ def replay(error_type: str | None, destination: str | None, older_than: str | No
         total = min(limit, services.dead_letters.size())
         with tqdm(total=total, desc="replay", file=sys.stderr, disable=dry_run) as bar:
             result = services.submitter.replay_many(
-                selector, limit=limit, dry_run=dry_run, rate_per_second=rate,
+                selector, limit=limit, dry_run=dry_run, actor=actor, rate_per_second=rate,
                 on_progress=lambda _: bar.update(1))
         summary = {"matched": result.matched, "replayed": result.replayed,
                    "skipped": result.skipped, "failed": result.failed, "dry_run": dry_run}

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import click
+import redis
 
+from compliance.cli.audit import audit
 from compliance.cli.cleanup import cleanup
 from compliance.cli.dev import dev
 from compliance.cli.dlq import dlq
@@ -14,6 +16,7 @@ from compliance.cli.metrics_dir import ensure_multiproc_dir
 from compliance.cli.operator import operator
 from compliance.cli.receiver import receiver
 from compliance.cli.report import report
+from compliance.cli.tenant import tenant
 from compliance.settings import Settings
 from compliance.worker.liveness import file_is_fresh
 
@@ -25,7 +28,20 @@ WORKER_KINDS = {
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """The command group: a command that cannot reach Redis ends with one clear line and exit
+    code 1, not a traceback (a command that means something else by it catches it first)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the chosen command."""
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            raise click.ClickException(
+                f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compliance-reporting")
 def cli() -> None:
     """Compliance reporting service: API, workers, dev mode and DLQ tools."""
@@ -79,6 +95,9 @@ def worker(kind: str, concurrency: int | None, loglevel: str, extra: tuple[str, 
         # the queue (Celery's status, inspect and purge see a consumer) and hands the engine
         # what it pops. (In `all`, the dev mode, that thread also runs reports.)
         app.conf.compliance_pump_in_flight = concurrency
+        # A delivery worker's Celery thread stays with each webhook it hands over until the
+        # engine is done with it; in `all` that thread runs reports too, so it does not wait.
+        app.conf.compliance_hold_handed = kind == "deliveries"
         concurrency = 1
     app.worker_main([
         "worker", f"--pool={pool}", f"--concurrency={concurrency}", f"--queues={queues}",
@@ -103,12 +122,14 @@ def worker_alive(path: Path | None, max_age: float | None) -> None:
     click.echo("alive")
 
 
+cli.add_command(audit)
 cli.add_command(cleanup)
 cli.add_command(dev)
 cli.add_command(dlq)
 cli.add_command(operator)
 cli.add_command(report)
 cli.add_command(receiver)
+cli.add_command(tenant)
 
 
 if __name__ == "__main__":  # pragma: no cover

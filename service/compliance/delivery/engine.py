@@ -25,6 +25,7 @@ from compliance.observability import metrics
 from compliance.settings import Settings
 from compliance.store.breakers import BreakerDecision, BreakerResult, BreakerStore
 from compliance.store.records import Attempt
+from compliance.store.tenants import TenantDirectory
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Deliverer:
         ledger: Ledger,
         breakers: BreakerStore,
         sender: Sender,
+        tenants: TenantDirectory | None = None,
         resolver: ssrf.Resolver = ssrf.system_resolver,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
@@ -57,14 +59,24 @@ class Deliverer:
         self._ledger = ledger
         self._breakers = breakers
         self._sender = sender
+        self._tenants = tenants
         self._resolver = resolver
         self._rng = rng or random.Random()
         self._clock = clock
 
     @property
     def secrets(self) -> Sequence[str]:
-        """Active signing secrets."""
+        """The default tenant's signing secrets."""
         return [s.get_secret_value() for s in self._s.webhook_secrets]
+
+    def secrets_for(self, tenant: str | None) -> Sequence[str]:
+        """The secrets signing a webhook of ``tenant`` now (a named tenant's from its cached
+        list: no Redis read per delivery, one per tenant per tenant_secret_cache_seconds)."""
+        if tenant is None:
+            return self.secrets
+        if self._tenants is None:
+            return []
+        return self._tenants.secrets(tenant, self._clock())
 
     def attempt(self, env: Envelope) -> AttemptOutcome:
         """Try once (the caller holds the webhook's lease) and record what follows."""
@@ -94,7 +106,10 @@ class Deliverer:
         return self.settle(env, target.origin, probe, result, headers)
 
     def target(self, env: Envelope) -> ssrf.Target:
-        """The parsed destination (raises UnsafeURLError)."""
+        """The parsed destination (raises UnsafeURLError; Unsignable for a named tenant's
+        webhook when that tenant has no signing secret left: it is not sent unsigned)."""
+        if env.tenant is not None and not self.secrets_for(env.tenant):
+            raise ssrf.Unsignable(f"tenant {env.tenant} has no signing secret")
         return ssrf.parse_target(env.url, https_only=self._s.https_only,
                                  allowed_ports=self._s.allowed_ports)
 
@@ -110,7 +125,7 @@ class Deliverer:
             separators=(",", ":"), sort_keys=True,
         )
         headers = signing.signed_headers(
-            secrets=self.secrets, webhook_id=env.webhook_id, body=body,
+            secrets=self.secrets_for(env.tenant), webhook_id=env.webhook_id, body=body,
             correlation_id=env.correlation_id,
         )
         return body.encode(), headers
@@ -121,8 +136,8 @@ class Deliverer:
         took at ``origin``, if it took one)."""
         if origin is not None:
             self._breakers.give_back(origin, env.webhook_id, now=self._clock(), pipe=pipe)
-        return self._dead_letter(env, ErrorType.VALIDATION, f"unsafe URL: {exc.reason}", {},
-                                 pipe=pipe)
+        message = exc.reason if isinstance(exc, ssrf.Unsignable) else f"unsafe URL: {exc.reason}"
+        return self._dead_letter(env, ErrorType.VALIDATION, message, {}, pipe=pipe)
 
     def settle(
         self, env: Envelope, origin: str, was_probe: bool, result: AttemptResult,

@@ -8,14 +8,17 @@ asyncio), only queues its writes there: the asyncio engine commits many webhooks
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 import redis
 from pydantic import ValidationError
 
+from compliance.delivery import ssrf
 from compliance.delivery.fairshare import TenantLimits
 from compliance.delivery.models import Envelope, dead_letter, status_record
 from compliance.settings import Settings
+from compliance.store import audit
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.records import DeadLetter, Status
 from compliance.store.schedule import Intake, ScheduleStore, Verdict
@@ -28,8 +31,13 @@ class Ledger:
     """Writes a webhook's transitions atomically across the stores."""
 
     def __init__(self, *, client: redis.Redis, settings: Settings, statuses: StatusStore,
-                 dead_letters: DeadLetterStore, schedule: ScheduleStore) -> None:
+                 dead_letters: DeadLetterStore, schedule: ScheduleStore,
+                 audit_store: audit.AuditStore | None = None) -> None:
         self._r = client
+        self._audit = audit_store
+        # Audit entries of a caller's pipeline, collected between open_batch and close_batch.
+        self._batches: weakref.WeakKeyDictionary[Any, list[audit.AuditEvent]] = (
+            weakref.WeakKeyDictionary())
         self._s = settings
         self._statuses = statuses
         self._dlq = dead_letters
@@ -59,7 +67,8 @@ class Ledger:
                       status_ttl=self._s.ttl_for_status(Status.PENDING),
                       ttl=self._s.status_ttl_open, now=now,
                       signal_until=now + self._s.delivery_signal_timeout, signal=signal,
-                      most_queued=most_queued, tenant=env.tenant, cap=limits.cap,
+                      most_queued=most_queued, tenant=env.tenant,
+                      origin=_origin(env.url) if env.tenant else "", cap=limits.cap,
                       rate=limits.rate, burst=limits.burst)
 
     def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
@@ -67,6 +76,8 @@ class Ledger:
         own = self._r.pipeline(transaction=True) if pipe is None else pipe
         self._statuses.put(status_record(env, Status.DELIVERED, now), own)
         self._schedule.finish(own, env.webhook_id, env.tenant)
+        self._outcome(own, env, now, audit.DELIVERED, {"attempts": env.attempts},
+                      own=pipe is None)
         if pipe is None:
             own.execute()
 
@@ -116,6 +127,53 @@ class Ledger:
         self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
                                          status_code=status_code), own)
         self._schedule.finish(own, env.webhook_id, env.tenant)
+        self._outcome(own, env, now, audit.FAILED,
+                      {"attempts": env.attempts, "error_type": str(error_type)},
+                      own=pipe is None)
         if pipe is None:
             own.execute()
         return entry
+
+    def open_batch(self, pipe: Any) -> None:
+        """Collect the audit entries of the outcomes written on ``pipe`` (the delivery engine's
+        batch) until ``close_batch``, which appends them all in one script call. Without it,
+        each outcome on a caller's pipeline appends on its own (still no round trip of its
+        own)."""
+        if self._audit is not None:
+            self._batches[pipe] = []
+
+    def close_batch(self, pipe: Any) -> None:
+        """Queue the append of what ``pipe`` collected, after its other writes (the pipeline
+        must load ``scripts`` before it runs)."""
+        events = self._batches.pop(pipe, None)
+        if events and self._audit is not None:
+            self._audit.append_on(pipe, events)
+
+    def _outcome(self, pipe: Any, env: Envelope, now: float, action: str,
+                 detail: dict[str, Any], *, own: bool) -> None:
+        """The outcome's audit entry, in the same transaction (no round trip of its own): our
+        own transaction sends the script's text; a caller's pipeline collects it for
+        ``close_batch`` or, not opened for that, appends it by EVALSHA."""
+        if self._audit is None:
+            return
+        event = audit.AuditEvent(
+            actor=audit.SYSTEM_DELIVERY, action=action, at=now, tenant=env.tenant,
+            target=env.webhook_id, correlation_id=env.correlation_id, detail=detail)
+        batch = None if own else self._batches.get(pipe)
+        if batch is not None:
+            batch.append(event)
+        else:
+            self._audit.append_on(pipe, [event], loaded=not own)
+
+    @property
+    def scripts(self) -> list[Any]:
+        """Lua scripts a caller's pipeline must load before it runs (the audit append)."""
+        return self._audit.scripts if self._audit is not None else []
+
+
+def _origin(url: str) -> str:
+    """The breaker name of a URL ('' when it does not parse: it is refused at delivery)."""
+    try:
+        return ssrf.parse_target(url, https_only=False, allowed_ports=()).origin
+    except ssrf.UnsafeURLError:
+        return ""

@@ -42,6 +42,25 @@ log = logging.getLogger(__name__)
 Write = Callable[[Any], Any]
 
 
+class CheckedHosts:
+    """Hosts that passed the outbound guard lately: not asked again for ``seconds``."""
+
+    def __init__(self, seconds: float = 10.0, size: int = 10_000) -> None:
+        self._seconds = seconds
+        self._size = size
+        self._until: dict[tuple[str, int], float] = {}
+
+    def fresh(self, host: str, port: int, now: float) -> bool:
+        """Did ``host:port`` pass within the last ``seconds``?"""
+        return self._until.get((host, port), 0.0) > now
+
+    def passed(self, host: str, port: int, now: float) -> None:
+        """``host:port`` passed at ``now`` (the oldest are forgotten past ``size``)."""
+        if len(self._until) >= self._size:
+            self._until.clear()
+        self._until[(host, port)] = now + self._seconds
+
+
 class Pump:
     """Takes, delivers and commits webhooks on its own event loop."""
 
@@ -70,6 +89,10 @@ class Pump:
         # engine looks again at once rather than after its back-off.
         self._work: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Webhooks the Celery thread handed over and waits on: set when this engine is done
+        # with them (or stops). Plain dict operations, atomic across threads.
+        self._watched: dict[str, threading.Event] = {}
+        self._checked = CheckedHosts()
         self.healthy = True
         self.last_turn = time.monotonic()  # read by the worker's liveness check
 
@@ -90,9 +113,23 @@ class Pump:
         if loop is not None and work is not None:
             loop.call_soon_threadsafe(work.set)
 
+    def watch(self, webhook_id: str) -> threading.Event:
+        """An event set once this engine has finished an attempt at ``webhook_id`` (delivered,
+        scheduled again, dead-lettered or parked), or has stopped. Call ``forget`` after."""
+        event = self._watched.setdefault(webhook_id, threading.Event())
+        if self._stopping.is_set():
+            event.set()
+        return event
+
+    def forget(self, webhook_id: str) -> None:
+        """Stop watching ``webhook_id``."""
+        self._watched.pop(webhook_id, None)
+
     def stop(self, timeout: float) -> bool:
         """Take nothing more, let in-flight deliveries finish; True when they did in time."""
         self._stopping.set()
+        for event in list(self._watched.values()):
+            event.set()  # nobody waits on an engine that takes nothing more
         return self._stopped.wait(timeout)
 
     async def run(self) -> None:
@@ -151,6 +188,8 @@ class Pump:
                                           signal_until=now + self._s.delivery_signal_timeout)
         work: list[tuple[Envelope, ssrf.Target | ssrf.UnsafeURLError, int]] = []
         for webhook_id, claim in taken:
+            if claim.state is not ClaimState.CLAIMED:
+                self._finished(webhook_id)
             if claim.state is ClaimState.MISSING:
                 metrics.TASKS.labels(task="deliver_webhook", state="missing").inc()
                 continue
@@ -215,6 +254,11 @@ class Pump:
                 error=(ErrorType.INTERNAL, "delivery attempt crashed"), pipe=pipe))
         metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
         metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+        self._finished(env.webhook_id)
+
+    def _finished(self, webhook_id: str) -> None:
+        if self._watched and (event := self._watched.get(webhook_id)) is not None:
+            event.set()
 
     async def _attempt(self, env: Envelope, target: ssrf.Target | ssrf.UnsafeURLError, runs: int,
                        decision: tuple[BreakerDecision, float] | None) -> None:
@@ -252,12 +296,19 @@ class Pump:
                                                  pipe=pipe))
 
     async def _check(self, target: ssrf.Target) -> None:
-        """The outbound guard before anything is sent (aiohttp's resolver checks it again for
-        each new connection): a forbidden address is refused, not retried."""
+        """The outbound guard before anything is sent: a forbidden address is refused, not
+        retried. A host that passed is not asked again for a few seconds (``CheckedHosts``; a
+        DNS lookup on a thread per delivery, otherwise): what guards the connection itself is
+        aiohttp's resolver, which checks every new connection, so a host rebound to a forbidden
+        address in that time is still refused there."""
+        now = time.monotonic()
+        if self._checked.fresh(target.host, target.port, now):
+            return
         if ssrf.is_ip_literal(target.host):
             self._deliverer.resolve(target)
         else:
             await asyncio.to_thread(self._deliverer.resolve, target)
+        self._checked.passed(target.host, target.port, now)
 
     # --- committing ---------------------------------------------------------------------------
     async def _commit(self, write: Write) -> None:
@@ -296,12 +347,14 @@ class Pump:
             pipe.scripts.add(script)
         error: Exception | None = None
         try:
+            self._ledger.open_batch(pipe)  # the outcomes' audit entries: one append at the end
             for write, _, cid in batch:
                 token = correlation_id.set(cid)
                 try:
                     write(pipe)
                 finally:
                     correlation_id.reset(token)
+            self._ledger.close_batch(pipe)
             await pipe.execute()
         except Exception as exc:
             error = exc

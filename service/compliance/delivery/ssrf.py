@@ -121,6 +121,11 @@ class UnsafeURLError(ValueError):
         self.reason = reason
 
 
+class Unsignable(UnsafeURLError):
+    """Not a URL problem: the webhook's tenant has no signing secret, so it is refused (and
+    dead-lettered) like a forbidden URL rather than sent unsigned."""
+
+
 class UnresolvedHostError(UnsafeURLError):
     """The host did not resolve (now): refused when a URL is accepted, but at delivery time a
     DNS failure may pass, so the delivery engine retries it like a connection error."""

@@ -510,6 +510,32 @@ class BreakerStore:
                 keys.BREAKER_NOT_CLOSED_INDEX, high, low, start=offset, num=limit)
         return self._read(names, now), total
 
+    # A tenant's breaker listing reads at most this many of its most recent destinations.
+    tenant_destinations_read = 1000
+
+    def tenant_page(self, tenant: str, *, offset: int, limit: int, state: str | None = None,
+                    now: float | None = None) -> tuple[list[BreakerState], int, dict[str, int]]:
+        """(breakers, how many match, counts by state) of the destinations ``tenant`` has sent
+        to (its most recent ``tenant_destinations_read``; those unused for ``idle_ttl`` leave
+        its index), in ``page``'s order."""
+        now = time.time() if now is None else now
+        index = keys.tenant_destinations(tenant)
+        self._r.zremrangebyscore(index, "-inf", f"({now - self.idle_ttl!r}")
+        names: list[str] = self._r.zrevrange(  # type: ignore[assignment]
+            index, 0, self.tenant_destinations_read - 1)
+        known = self._read(names, now)
+        counts = {"closed": 0, "open": 0, "half_open": 0}
+        for b in known:
+            counts[b.state] = counts.get(b.state, 0) + 1
+        if state is None:
+            chosen = sorted(known, key=lambda b: b.updated_at or 0.0, reverse=True)
+        else:
+            wanted = {"open": {"open"}, "half_open": {"half_open"},
+                      "not_closed": {"open", "half_open"}}[state]
+            chosen = sorted((b for b in known if b.state in wanted),
+                            key=lambda b: b.opened_at or 0.0, reverse=True)
+        return chosen[offset:offset + limit], len(chosen), counts
+
     def all(self, now: float | None = None) -> list[BreakerState]:
         """Every known breaker (O(n): for tools and tests; the API pages with ``page``)."""
         now = time.time() if now is None else now

@@ -20,6 +20,7 @@ class ConsoleSession(BaseModel):
     key_digest: str  # SHA-256 of the API key signed in with: the key is checked again per request
     csrf: str  # the token every state-changing request of this session must carry
     created_at: float
+    tenant: str | None = None  # a tenant key's tenant (None: admin or the default tenant)
 
 
 def digest(value: str) -> str:
@@ -38,11 +39,13 @@ class ConsoleSessionStore:
         self._r = client
         self._ttl = ttl
 
-    def create(self, *, role: str, api_key: str) -> tuple[str, ConsoleSession]:
+    def create(self, *, role: str, api_key: str,
+               tenant: str | None = None) -> tuple[str, ConsoleSession]:
         """A new session: (the cookie's token, the session)."""
         token = secrets.token_urlsafe(32)
         session = ConsoleSession(role=role, key_digest=digest(api_key),
-                                 csrf=secrets.token_urlsafe(32), created_at=time.time())
+                                 csrf=secrets.token_urlsafe(32), created_at=time.time(),
+                                 tenant=tenant)
         self._r.set(_key(token), session.model_dump_json(), ex=self._ttl)
         return token, session
 

@@ -11,15 +11,19 @@ import redis
 
 from compliance.settings import Settings
 from compliance.store import keys
-from compliance.store.records import DeadLetter
+from compliance.store.records import EVERYONE, DeadLetter, Scope
 
 # KEYS: entry, index, claim. ARGV: webhook id, replay count of the entry that was replayed.
 # Deletes the entry only if it is still that one, and always ends the claim.
 _REMOVE_REPLAYED = """
 local raw = redis.call('GET', KEYS[1])
-if raw and tonumber(cjson.decode(raw)['replay_count'] or 0) == tonumber(ARGV[2]) then
+local entry = raw and cjson.decode(raw)
+if entry and tonumber(entry['replay_count'] or 0) == tonumber(ARGV[2]) then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
+  if type(entry['tenant']) == 'string' then
+    redis.call('ZREM', '""" + keys.TENANT_DEAD_LETTER_INDEX_PREFIX + """' .. entry['tenant'], ARGV[1])
+  end
 end
 redis.call('DEL', KEYS[3])
 return 1
@@ -34,9 +38,13 @@ class DeadLetterFilter:
     destination: str | None = None
     older_than_seconds: float | None = None
     newer_than_seconds: float | None = None
+    # Whose entries (a named tenant's are read from that tenant's own index).
+    scope: Scope = EVERYONE
 
     def matches(self, entry: DeadLetter, now: float) -> bool:
         """True when ``entry`` is selected."""
+        if not self.scope.allows(entry.tenant):
+            return False
         if self.error_type and entry.error_type != self.error_type:
             return False
         if self.destination and not entry.destination.startswith(self.destination):
@@ -47,9 +55,15 @@ class DeadLetterFilter:
         return not (self.newer_than_seconds is not None and age > self.newer_than_seconds)
 
     @property
+    def named_tenant(self) -> str | None:
+        """The named tenant whose index is read (None: the global index)."""
+        return None if self.scope.everyone else self.scope.tenant
+
+    @property
     def selects_all(self) -> bool:
         """True when no criterion is set, so every entry matches."""
-        return (not self.error_type and not self.destination
+        return (self.named_tenant is not None or self.scope.everyone) and (
+                not self.error_type and not self.destination
                 and self.older_than_seconds is None and self.newer_than_seconds is None)
 
 
@@ -84,6 +98,9 @@ class DeadLetterStore:
         pipe.set(keys.dead_letter_key(entry.webhook_id), entry.model_dump_json(),
                  ex=self._settings.dead_letter_ttl)
         pipe.zadd(keys.DEAD_LETTER_INDEX, {entry.webhook_id: entry.failed_at})
+        if entry.tenant is not None:
+            pipe.zadd(keys.tenant_dead_letter_index(entry.tenant),
+                      {entry.webhook_id: entry.failed_at})
         if own:
             pipe.execute()
 
@@ -92,16 +109,17 @@ class DeadLetterStore:
         raw = self._r.get(keys.dead_letter_key(webhook_id))
         return DeadLetter.model_validate_json(raw) if raw else None
 
-    def prune(self, now: float | None = None) -> int:
+    def prune(self, now: float | None = None, *, index: str = keys.DEAD_LETTER_INDEX) -> int:
         """Drop index entries older than the dead-letter TTL."""
         now = time.time() if now is None else now
         cutoff = now - self._settings.dead_letter_ttl
-        return int(self._r.zremrangebyscore(keys.DEAD_LETTER_INDEX, "-inf", f"({cutoff}"))
+        return int(self._r.zremrangebyscore(index, "-inf", f"({cutoff}"))
 
-    def size(self) -> int:
-        """Dead letters held (after pruning)."""
-        self.prune()
-        return int(self._r.zcard(keys.DEAD_LETTER_INDEX))
+    def size(self, *, tenant: str | None = None) -> int:
+        """Dead letters held (after pruning): all of them, or a named tenant's."""
+        index = keys.DEAD_LETTER_INDEX if tenant is None else keys.tenant_dead_letter_index(tenant)
+        self.prune(index=index)
+        return int(self._r.zcard(index))
 
     def counts_by_error_type(self, limit: int | None = None) -> tuple[dict[str, int], bool]:
         """(dead letters by error type, exact): reads entries one by one, newest first, at most
@@ -118,23 +136,25 @@ class DeadLetterStore:
     def iter(self, selector: DeadLetterFilter, *, batch_size: int = 200) -> Iterator[DeadLetter]:
         """Selected entries, newest first; stale index entries are removed on the way."""
         now = time.time()
-        for entry in self._scan(batch_size):
+        for entry in self._scan(batch_size, tenant=selector.named_tenant):
             if selector.matches(entry, now):
                 yield entry
 
-    def _scan(self, batch_size: int = 200) -> Iterator[DeadLetter]:
-        """Every entry, newest first; stale index entries are removed on the way."""
-        self.prune()
+    def _scan(self, batch_size: int = 200, *, tenant: str | None = None) -> Iterator[DeadLetter]:
+        """Every entry (of a named tenant's index, given), newest first; stale index entries
+        are removed on the way."""
+        index = keys.DEAD_LETTER_INDEX if tenant is None else keys.tenant_dead_letter_index(tenant)
+        self.prune(index=index)
         start = 0
         while True:
             members: list[str] = self._r.zrevrange(  # type: ignore[assignment]
-                keys.DEAD_LETTER_INDEX, start, start + batch_size - 1)
+                index, start, start + batch_size - 1)
             if not members:
                 return
             raws = self._r.mget([keys.dead_letter_key(m) for m in members])
             stale = [m for m, raw in zip(members, raws, strict=True) if raw is None]
             if stale:
-                self._r.zrem(keys.DEAD_LETTER_INDEX, *stale)
+                self._r.zrem(index, *stale)
             start += len(members) - len(stale)
             for raw in raws:
                 if raw is not None:
@@ -165,11 +185,11 @@ class DeadLetterStore:
         if selector.selects_all:
             # The page first: it drops the stale index entries it meets, which size() would count.
             return CountedPage(items=self.page(selector, limit=limit, offset=offset),
-                               total=self.size(), total_exact=True)
+                               total=self.size(tenant=selector.named_tenant), total_exact=True)
         now = time.time()
         items: list[DeadLetter] = []
         matched = 0
-        entries = self._scan()
+        entries = self._scan(tenant=selector.named_tenant)
         for scanned, entry in enumerate(entries, start=1):
             if selector.matches(entry, now):
                 if offset <= matched < offset + limit:

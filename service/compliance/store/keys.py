@@ -37,8 +37,8 @@ PARKED_INDEX = "compliance:index:parked"
 # rate's theoretical arrival time (GCRA). The fair backlog: delivery signals waiting for room on
 # the short delivery list, scored by virtual time so that tenants take turns (start-time fair
 # queueing), with each tenant's last tag and the clock (the tag of the last signal let out).
-TENANT_LIVE_PREFIX = "compliance:tenant:live:"
-TENANT_RATE_PREFIX = "compliance:tenant:rate:"
+TENANT_LIVE_PREFIX = "compliance:tenant_live:"
+TENANT_RATE_PREFIX = "compliance:tenant_rate:"
 FAIR_BACKLOG = "compliance:fair:backlog"
 FAIR_TAGS = "compliance:fair:tags"
 FAIR_CLOCK = "compliance:fair:clock"
@@ -54,6 +54,16 @@ REPORT_LEASE_INDEX = "compliance:schedule:reports"
 REPLICATION_FENCE = "compliance:replication:fence"
 # Every report record by creation time, for the console's list (pruned as records expire).
 REPORT_INDEX = "compliance:index:reports"
+# The audit trail (compliance.store.audit): entries in one stream (ID "{seq}-0"), the chain's end
+# (a hash: last sequence number, its link hash, last archived), one index stream of sequence
+# numbers per tenant (the default tenant's apart), the set of those index keys, and the lock of
+# the one archiver at a time.
+AUDIT_LOG = "compliance:audit:log"
+AUDIT_HEAD = "compliance:audit:head"
+AUDIT_TENANT_INDEX = "compliance:index:audit:tenant:"
+AUDIT_DEFAULT_INDEX = "compliance:index:audit:default"
+AUDIT_INDEXES = "compliance:index:audit:indexes"
+AUDIT_ARCHIVE_LOCK = "compliance:audit:archive_lock"
 # Console sessions (JSON with a sliding TTL), keyed by the SHA-256 of the cookie's token.
 CONSOLE_SESSION_PREFIX = "compliance:console_session:"
 
@@ -111,3 +121,57 @@ def tenant_live_key(tenant: str | None) -> str:
 def tenant_rate_key(tenant: str | None) -> str:
     """A tenant's submission-rate state (the GCRA's theoretical arrival time)."""
     return f"{TENANT_RATE_PREFIX}{tenant_tag(tenant)}"
+# Tenants (see compliance.store.tenants): one hash per tenant, their index, each producer key's
+# record under the SHA-256 of the key, each tenant's key ids, and its encrypted signing secrets.
+TENANT_PREFIX = "compliance:tenant:"
+TENANT_INDEX = "compliance:index:tenants"
+TENANT_KEY_PREFIX = "compliance:tenant_key:"
+TENANT_KEYS_PREFIX = "compliance:tenant_keys:"
+TENANT_SECRETS_PREFIX = "compliance:tenant_secrets:"
+# Per-tenant listings, written only for webhooks of a named tenant (the default tenant's are
+# the global indexes): status indexes ({tenant}:{status}, as STATUS_INDEX_BY), dead letters,
+# reports, and the destinations (scheme://host:port) the tenant has sent to (score: last use).
+TENANT_STATUS_INDEX_PREFIX = "compliance:index:tenant_statuses:"
+TENANT_DEAD_LETTER_INDEX_PREFIX = "compliance:index:tenant_dead_letters:"
+TENANT_REPORT_INDEX_PREFIX = "compliance:index:tenant_reports:"
+TENANT_DESTINATIONS_PREFIX = "compliance:index:tenant_destinations:"
+
+
+def tenant_key(tenant_id: str) -> str:
+    """Hash of one tenant (name, created_at, disabled)."""
+    return f"{TENANT_PREFIX}{tenant_id}"
+
+
+def tenant_api_key(digest: str) -> str:
+    """Record of one tenant producer key, under the key's SHA-256."""
+    return f"{TENANT_KEY_PREFIX}{digest}"
+
+
+def tenant_keys_key(tenant_id: str) -> str:
+    """Hash of a tenant's key ids (to their digests)."""
+    return f"{TENANT_KEYS_PREFIX}{tenant_id}"
+
+
+def tenant_secrets_key(tenant_id: str) -> str:
+    """A tenant's encrypted signing secrets (JSON)."""
+    return f"{TENANT_SECRETS_PREFIX}{tenant_id}"
+
+
+def tenant_status_index(tenant_id: str, status: str) -> str:
+    """Index of one status of one tenant."""
+    return f"{TENANT_STATUS_INDEX_PREFIX}{tenant_id}:{status}"
+
+
+def tenant_dead_letter_index(tenant_id: str) -> str:
+    """Index of one tenant's dead letters (score: failure time)."""
+    return f"{TENANT_DEAD_LETTER_INDEX_PREFIX}{tenant_id}"
+
+
+def tenant_report_index(tenant_id: str) -> str:
+    """Index of one tenant's reports (score: creation time)."""
+    return f"{TENANT_REPORT_INDEX_PREFIX}{tenant_id}"
+
+
+def tenant_destinations(tenant_id: str) -> str:
+    """Destinations one tenant has sent to (score: last submission)."""
+    return f"{TENANT_DESTINATIONS_PREFIX}{tenant_id}"

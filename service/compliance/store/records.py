@@ -88,4 +88,20 @@ class BreakerState:
     updated_at: float | None
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Whose records a read may see: every tenant's (an admin), or one tenant's (``tenant``
+    None: the default tenant, whose keys come from the environment)."""
+
+    everyone: bool = False
+    tenant: str | None = None
+
+    def allows(self, tenant: str | None) -> bool:
+        """A record of ``tenant`` is visible."""
+        return self.everyone or tenant == self.tenant
+
+
+EVERYONE = Scope(everyone=True)
+
+
 STATE_VALUES = {"closed": 0, "half_open": 1, "open": 2}

@@ -10,6 +10,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from compliance.store import keys
+from compliance.store.records import EVERYONE, Scope
 
 
 class ReportStatus(StrEnum):
@@ -92,6 +93,9 @@ class ReportStore:
         pipe.set(keys.report_key(record.report_id), record.model_dump_json(), ex=self._ttl, nx=True)
         pipe.zadd(keys.REPORT_LEASE_INDEX, {record.report_id: lease_until})
         pipe.zadd(keys.REPORT_INDEX, {record.report_id: record.created_at}, nx=True)
+        if record.tenant is not None:
+            pipe.zadd(keys.tenant_report_index(record.tenant),
+                      {record.report_id: record.created_at}, nx=True)
         created, *_ = pipe.execute()
         return bool(created)
 
@@ -127,20 +131,26 @@ class ReportStore:
         self._r.zrem(keys.REPORT_LEASE_INDEX, report_id)
         self._r.zrem(keys.REPORT_INDEX, report_id)
 
-    def page(self, *, offset: int, limit: int, now: float | None = None) -> tuple[list[ReportRecord], int]:
+    def page(self, *, offset: int, limit: int, now: float | None = None,
+             scope: Scope = EVERYONE) -> tuple[list[ReportRecord], int]:
         """(records, how many are indexed): newest first; entries older than the record TTL
-        leave the index first, and those whose record is gone leave it as they are met."""
+        leave the index first, and those whose record is gone leave it as they are met. A named
+        tenant's page reads its own index; the default tenant's leaves named tenants' records
+        out of the global one (its count is of the global index)."""
         now = time.time() if now is None else now
-        self._r.zremrangebyscore(keys.REPORT_INDEX, "-inf", f"({now - self._ttl!r}")
+        named = not scope.everyone and scope.tenant is not None
+        index = keys.tenant_report_index(scope.tenant or "") if named else keys.REPORT_INDEX
+        self._r.zremrangebyscore(index, "-inf", f"({now - self._ttl!r}")
         ids: list[str] = [_text(m) for m in self._r.zrevrange(  # type: ignore[union-attr]
-            keys.REPORT_INDEX, offset, offset + limit - 1)]
+            index, offset, offset + limit - 1)]
         raws = self._r.mget([keys.report_key(i) for i in ids]) if ids else []
         stale = [i for i, raw in zip(ids, raws, strict=True) if raw is None]  # type: ignore[arg-type]
         if stale:
-            self._r.zrem(keys.REPORT_INDEX, *stale)
+            self._r.zrem(index, *stale)
         records = [ReportRecord.model_validate_json(raw) for raw in raws  # type: ignore[union-attr]
                    if raw is not None]
-        return records, int(self._r.zcard(keys.REPORT_INDEX))  # type: ignore[arg-type]
+        records = [r for r in records if scope.allows(r.tenant)]
+        return records, int(self._r.zcard(index))  # type: ignore[arg-type]
 
     def count_run(self, report_id: str) -> int:
         """Count one more start of the report's task (redeliveries included)."""

@@ -318,10 +318,12 @@ return tenant_limits(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), ton
 # KEYS: status record, pending index, webhook hash, leased, due, queue list, tenant live set,
 # tenant rate, fair backlog, fair tags, fair clock.
 # ARGV: record, status ttl, score, id, index prefix, envelope, hash ttl, now, signal lease until,
-# signal message ('' for none), most queued (0: no limit), tenant tag, cap (0: none), rate per
-# second (0: none), burst, fair depth (0: no backlog).
-# Returns {code, seconds}: 1 accepted, 0 queue full, -1 tenant at its cap, -2 tenant over its
-# rate (seconds: until a submission would pass).
+# signal message ('' for none), most queued (0: no limit), tenant ('' for the default tenant),
+# destination origin, tenant tag (in the fair-share keys: `-` for the default tenant), cap (0:
+# none), rate per second (0: none), burst, fair depth (0: no backlog). A named tenant's webhook is
+# also indexed under that tenant (its status index, in put_status, and the destinations it has
+# sent to). Returns {code, seconds}: 1 accepted, 0 queue full, -1 tenant at its cap, -2 tenant
+# over its rate (seconds: until a submission would pass).
 _ACCEPT = PUT_STATUS_FN + _LIMITS_FN + """
 local now = tonumber(ARGV[8])
 local listed = redis.call('LLEN', KEYS[6])
@@ -335,25 +337,28 @@ if most > 0 then
     return {0, '0'}
   end
 end
-local refused = tenant_limits(KEYS[7], KEYS[8], now, tonumber(ARGV[7]), tonumber(ARGV[13]),
-                              tonumber(ARGV[14]), tonumber(ARGV[15]))
+local refused = tenant_limits(KEYS[7], KEYS[8], now, tonumber(ARGV[7]), tonumber(ARGV[15]),
+                              tonumber(ARGV[16]), tonumber(ARGV[17]))
 if refused then
   return refused
 end
-put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending')
+put_status(KEYS[1], KEYS[2], ARGV[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'pending', ARGV[12])
 redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', '(' .. string.format('%.6f', now - tonumber(ARGV[7])))
+if ARGV[12] ~= '' and ARGV[13] ~= '' then
+  redis.call('ZADD', '""" + keys.TENANT_DESTINATIONS_PREFIX + """' .. ARGV[12], ARGV[8], ARGV[13])
+end
 redis.call('DEL', KEYS[3])
-redis.call('HSET', KEYS[3], 'env', ARGV[6], 'signalled_at', ARGV[8], 'tenant', ARGV[12])
+redis.call('HSET', KEYS[3], 'env', ARGV[6], 'signalled_at', ARGV[8], 'tenant', ARGV[14])
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[7]))
 redis.call('ZREM', KEYS[5], ARGV[4])
 redis.call('ZADD', KEYS[7], now, ARGV[4])
 redis.call('EXPIRE', KEYS[7], tonumber(ARGV[7]))
-local depth = tonumber(ARGV[16])
+local depth = tonumber(ARGV[18])
 if ARGV[10] ~= '' and depth > 0 and (listed >= depth or redis.call('EXISTS', KEYS[9]) == 1) then
   local clock = tonumber(redis.call('GET', KEYS[11]) or '0')
-  local last = tonumber(redis.call('HGET', KEYS[10], ARGV[12]) or '0')
+  local last = tonumber(redis.call('HGET', KEYS[10], ARGV[14]) or '0')
   local tag = math.max(clock, last) + 1
-  redis.call('HSET', KEYS[10], ARGV[12], tag)
+  redis.call('HSET', KEYS[10], ARGV[14], tag)
   redis.call('ZADD', KEYS[9], tag, ARGV[10] .. '\\n' .. ARGV[4])
   return {1, '0'}
 end
@@ -405,7 +410,8 @@ class Intake:
     signal_until: float  # the signal lease: when the sweeper signals it again
     signal: str | None = None  # the queue message, or None to leave signalling to the sweeper
     most_queued: int = 0  # refuse when the queue holds this many signals (0: never)
-    tenant: str | None = None  # None: the default tenant
+    tenant: str | None = None  # None: the default tenant; a named one's webhook is indexed under it
+    origin: str = ""  # its destination (scheme://host:port), indexed for a named tenant
     cap: int = 0  # refuse when the tenant has this many live webhooks (0: never)
     rate: float = 0.0  # the tenant's submissions per second (0: unlimited)
     burst: int = 1  # submissions the rate lets through at once
@@ -506,8 +512,8 @@ class ScheduleStore:
         return [intake.record, intake.status_ttl, repr(intake.score), intake.webhook_id,
                 keys.STATUS_INDEX_BY, intake.envelope, intake.ttl, repr(intake.now),
                 repr(intake.signal_until), intake.signal or "", intake.most_queued,
-                keys.tenant_tag(intake.tenant), intake.cap, repr(float(intake.rate)),
-                max(1, intake.burst), self.fair_depth]
+                intake.tenant or "", intake.origin, keys.tenant_tag(intake.tenant), intake.cap,
+                repr(float(intake.rate)), max(1, intake.burst), self.fair_depth]
 
     def reschedule(self, pipe: Any, webhook_id: str, envelope: str, *, ttl: int,
                    due_at: float, reset_runs: bool = True) -> None:

@@ -13,28 +13,40 @@ import redis
 
 from compliance.settings import Settings
 from compliance.store import keys
-from compliance.store.records import Status, WebhookStatus
+from compliance.store.records import EVERYONE, Scope, Status, WebhookStatus
 
 # Writes the record with the TTL of its status and moves it from its old status's index to its
 # new one, atomically. Each record is in exactly one index (listing every status merges them).
-# put_status(record key, new-status index, index prefix, json, ttl, score, id, new status); also
-# used by the schedule's accept script.
+# A record of a named tenant (``tenant`` not '') is also moved between that tenant's status
+# indexes (the default tenant's records are only in the global ones).
+# put_status(record key, new-status index, index prefix, json, ttl, score, id, new status,
+# tenant); also used by the schedule's accept script.
 PUT_STATUS_FN = """
-local function put_status(record, index, prefix, json, ttl, score, id, status)
+local function put_status(record, index, prefix, json, ttl, score, id, status, tenant)
   local old = redis.call('GET', record)
+  local tprefix = nil
+  if tenant and tenant ~= '' then
+    tprefix = '""" + keys.TENANT_STATUS_INDEX_PREFIX + """' .. tenant .. ':'
+  end
   if old then
     local ok, decoded = pcall(cjson.decode, old)
     if ok and decoded['status'] and decoded['status'] ~= status then
       redis.call('ZREM', prefix .. decoded['status'], id)
+      if tprefix then
+        redis.call('ZREM', tprefix .. decoded['status'], id)
+      end
     end
   end
   redis.call('SET', record, json, 'EX', tonumber(ttl))
   redis.call('ZADD', index, score, id)
+  if tprefix then
+    redis.call('ZADD', tprefix .. status, score, id)
+  end
 end
 """
-# KEYS: record, new-status index; ARGV: json, ttl, score, id, new status, prefix.
+# KEYS: record, new-status index; ARGV: json, ttl, score, id, new status, prefix, tenant ('').
 _PUT = PUT_STATUS_FN + """
-put_status(KEYS[1], KEYS[2], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+put_status(KEYS[1], KEYS[2], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7])
 return 1
 """
 
@@ -118,6 +130,7 @@ class StatusStore:
             record.webhook_id,
             record.status.value,
             keys.STATUS_INDEX_BY,
+            record.tenant or "",
         ]
         if pipe is None:
             self._put(keys=record_keys, args=args)
@@ -160,8 +173,13 @@ class StatusStore:
             pipe.zremrangebyscore(keys.status_index(status), "-inf", f"({now - ttl}")
         return sum(int(n) for n in pipe.execute()[1:])
 
-    def count(self, status: Status | None = None) -> int:
-        """Indexed records (after pruning, so nearly exact)."""
+    def count(self, status: Status | None = None, *, scope: Scope = EVERYONE) -> int:
+        """Indexed records (after pruning, so nearly exact) that ``scope`` sees; the default
+        tenant's are every record less the named tenants' (``tenant_ids``)."""
+        if not scope.everyone:
+            if scope.tenant is not None:
+                return self.tenant_counts([scope.tenant], status)
+            return max(0, self.count(status) - self.tenant_counts(self._tenant_ids(), status))
         if status is None:
             return sum(self.counts().values())
         return int(self._r.zcard(keys.status_index(status)))
@@ -188,20 +206,36 @@ class StatusStore:
         return list(zip(counts[:buckets], counts[buckets:], strict=True))
 
     def page(
-        self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None
+        self, *, status: Status | None = None, limit: int = 50, cursor: str | None = None,
+        scope: Scope = EVERYONE,
     ) -> Page:
-        """Newest first (by last status change), filtered by status, cursor-paginated."""
-        indexes = [keys.status_index(s) for s in ([status] if status else list(Status))]
+        """Newest first (by last status change), filtered by status, cursor-paginated.
+
+        A named tenant's page reads that tenant's indexes (the same cost as the global one). The
+        default tenant's reads the global indexes and skips named tenants' records, reading at
+        most ``10 * limit + 100`` entries per page (then the page is short and has a cursor)."""
+        statuses = [status] if status else list(Status)
+        named = not scope.everyone and scope.tenant is not None
+        if named:
+            indexes = [keys.tenant_status_index(scope.tenant or "", s) for s in statuses]
+        else:
+            indexes = [keys.status_index(s) for s in statuses]
         self.prune()
+        if named:
+            self._prune_tenant(scope.tenant or "")
+        elif not scope.everyone and self.count(status, scope=scope) == 0:
+            return Page(items=[], next_cursor=None, total=0)  # nothing to walk past
         after = decode_cursor(cursor) if cursor else None
         items: list[WebhookStatus] = []
         last: tuple[float, str] | None = after
         exhausted = False
-        while len(items) < limit and not exhausted:
-            want = limit - len(items)
+        budget = 10 * limit + 100
+        while len(items) < limit and not exhausted and budget > 0:
+            want = min(limit - len(items), budget)
             batch = self._merged_after(indexes, last, want + 1)
             exhausted = len(batch) <= want
             batch = batch[:want]
+            budget -= len(batch)
             if not batch:
                 break
             records = self._r.mget([keys.status_key(member) for member, _ in batch])
@@ -211,14 +245,35 @@ class StatusStore:
                 if raw is None:
                     stale.append(member)
                     continue
-                items.append(WebhookStatus.model_validate_json(raw))
+                record = WebhookStatus.model_validate_json(raw)
+                if scope.allows(record.tenant):
+                    items.append(record)
             if stale:
-                self._remove_from_indexes(stale)
+                self._remove_from_indexes(stale, tenant=scope.tenant if named else None)
         next_cursor = encode_cursor(*last) if last and not exhausted else None
         if next_cursor and not self._merged_after(indexes, last, 1):
             next_cursor = None
-        total = self.count(status)
+        total = self.count(status, scope=scope)
         return Page(items=items, next_cursor=next_cursor, total=total)
+
+    def _prune_tenant(self, tenant: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        pipe = self._r.pipeline(transaction=False)
+        for status in Status:
+            ttl = self._settings.ttl_for_status(status)
+            pipe.zremrangebyscore(keys.tenant_status_index(tenant, status), "-inf",
+                                  f"({now - ttl}")
+        pipe.execute()
+
+    def tenant_counts(self, tenants: list[str], status: Status | None = None) -> int:
+        """Indexed records of the named ``tenants`` (of ``status``, or every status)."""
+        if not tenants:
+            return 0
+        pipe = self._r.pipeline(transaction=False)
+        for tenant in tenants:
+            for s in ([status] if status else list(Status)):
+                pipe.zcard(keys.tenant_status_index(tenant, s))
+        return sum(int(n) for n in pipe.execute())
 
     def _merged_after(
         self, indexes: list[str], after: tuple[float, str] | None, count: int
@@ -254,11 +309,16 @@ class StatusStore:
                 out.append((m, float(s)))
         return out[:count]
 
-    def _remove_from_indexes(self, members: Iterable[str]) -> None:
+    def _tenant_ids(self) -> list[str]:
+        return [str(m) for m in self._r.zrange(keys.TENANT_INDEX, 0, -1)]  # type: ignore[union-attr]
+
+    def _remove_from_indexes(self, members: Iterable[str], *, tenant: str | None = None) -> None:
         members = list(members)
         pipe = self._r.pipeline(transaction=False)
         for status in Status:
             pipe.zrem(keys.status_index(status), *members)
+            if tenant is not None:
+                pipe.zrem(keys.tenant_status_index(tenant, status), *members)
         pipe.execute()
 
     def apply(self, rule: CleanupRule) -> int:
@@ -279,11 +339,26 @@ class StatusStore:
                     break
                 pipe = self._r.pipeline(transaction=False)
                 for member in members:
-                    pipe.delete(keys.status_key(member))
-                deleted += sum(int(n) for n in pipe.execute())
+                    pipe.getdel(keys.status_key(member))
+                raws = pipe.execute()
+                deleted += sum(1 for raw in raws if raw is not None)
                 self._remove_from_indexes(members)
+                self._remove_from_tenant_indexes(members, raws)
                 self._cancel_deliveries(members)
         return deleted
+
+    def _remove_from_tenant_indexes(self, members: list[str], raws: list[Any]) -> None:
+        """Named tenants' index entries of deleted records (read from the records themselves)."""
+        pipe = self._r.pipeline(transaction=False)
+        queued = False
+        for member, raw in zip(members, raws, strict=True):
+            tenant = WebhookStatus.model_validate_json(raw).tenant if raw else None
+            if tenant is not None:
+                for status in Status:
+                    pipe.zrem(keys.tenant_status_index(tenant, status), member)
+                queued = True
+        if queued:
+            pipe.execute()
 
     def _cancel_deliveries(self, members: list[str]) -> None:
         """A pending or retrying webhook whose record is cleaned up is not delivered any more:

@@ -10,6 +10,7 @@ from celery import Task, shared_task
 from pydantic import ValidationError
 
 from compliance.delivery.models import Envelope
+from compliance.delivery.runner import RunOutcome
 from compliance.messaging import DELIVER_TASK
 from compliance.observability import metrics
 from compliance.wiring import process_container
@@ -37,9 +38,23 @@ def deliver_webhook(self: Task, signal: str | dict[str, Any]) -> None:
         engine = running_engine()
         if engine is not None:
             # This thread is on the queue so that Celery's tools see deliveries; the attempt
-            # itself goes to the engine, at a fraction of this path's cost.
-            state = container.runner.hand_over(webhook_id)
-            engine.nudge()
+            # itself goes to the engine, at a fraction of this path's cost. The task stays
+            # active until the engine is done with the webhook: `celery inspect active` shows
+            # it at work, and this thread (a costly way to take signals: a round trip each for
+            # the pop, the unacked record, the hand-over and the ack) takes the next one only
+            # then, leaving the queue to the engine's batched take. (Not in `--kind all`, where
+            # this one thread also runs reports.)
+            done = engine.watch(webhook_id)
+            try:
+                state = container.runner.hand_over(webhook_id)
+                if state is RunOutcome.HANDED_OVER:
+                    engine.nudge()
+                if state is RunOutcome.HANDED_OVER and self.app.conf.get("compliance_hold_handed"):
+                    # Another pod's engine may take it from the shared list: then this one
+                    # never sees it finish, and the wait ends at its bound.
+                    done.wait(container.settings.delivery_lease_seconds)
+            finally:
+                engine.forget(webhook_id)
         else:
             state = container.runner.run(webhook_id)
     except Exception:

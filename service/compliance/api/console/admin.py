@@ -12,21 +12,21 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from compliance.api.console import auth
 from compliance.api.console.auth import ConsoleDenied
 from compliance.api.console.pages import (
+    AdminFormDep,
+    AdminPageDep,
     StatusFilter,
     UserDep,
     denied,
     page,
     parse_status,
     redirect,
-    signed_in,
-    to_sign_in,
 )
 from compliance.api.deps import ContainerDep
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter
+from compliance.store.records import EVERYONE, Scope
 from compliance.store.statuses import CleanupRule
 from compliance.wiring import Container
 
@@ -35,13 +35,10 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 
 
 @router.get("/cleanup", response_class=HTMLResponse)
-async def cleanup_confirm(request: Request, user: UserDep, status: StatusFilter = "",
+async def cleanup_confirm(request: Request, user: AdminPageDep, status: StatusFilter = "",
                           older_than_days: Annotated[float, Query(ge=0, le=3650)] = 0) -> Response:
     """Confirm ``POST /webhook-cleanup``'s console twin."""
-    if user is None:
-        return to_sign_in(request)
     try:
-        auth.require_admin(user)
         selected = parse_status(status)
     except ConsoleDenied as exc:
         return denied(request, user, exc)
@@ -56,13 +53,10 @@ async def cleanup_confirm(request: Request, user: UserDep, status: StatusFilter 
 
 
 @router.post("/cleanup", response_class=HTMLResponse)
-async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> Response:
+async def cleanup(request: Request, form: AdminFormDep, container: ContainerDep) -> Response:
     """Delete status records (of a status, or any) older than an age (admin, confirmed)."""
+    user, fields = form.user, form.fields
     try:
-        user = signed_in(request, user)
-        fields = await auth.form_fields(request)
-        auth.check_csrf(request, user, fields)
-        auth.require_admin(user)
         status = parse_status(fields.get("status", ""))
         try:
             days = float(fields.get("older_than_days", ""))
@@ -75,6 +69,9 @@ async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> R
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     deleted = await asyncio.to_thread(container.statuses.apply, rule)
+    await asyncio.to_thread(container.audit.record, actor=user.key_id, action="webhook.cleanup",
+                            detail={"status": status.value if status else None,
+                                    "older_than_days": days, "deleted": deleted})
     which = f"{status.value} " if status else ""
     log.info("console cleanup", extra={"status": which.strip() or "any", "deleted": deleted})
     return page(request, "result.html", user, nav="webhooks", title="Cleanup done",
@@ -86,18 +83,12 @@ async def cleanup(request: Request, user: UserDep, container: ContainerDep) -> R
 
 @router.get("/dead-letters", response_class=HTMLResponse)
 async def dead_letters(
-    request: Request, user: UserDep, container: ContainerDep,
+    request: Request, user: AdminPageDep, container: ContainerDep,
     error_type: Annotated[str | None, Query(max_length=64)] = None,
     destination: Annotated[str | None, Query(max_length=2048)] = None,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     """Dead letters filtered as ``GET /dead-letters`` (admin)."""
-    if user is None:
-        return to_sign_in(request)
-    try:
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
     selector = DeadLetterFilter(error_type=error_type or None, destination=destination or None)
     result = await asyncio.to_thread(container.dead_letters.counted_page, selector, limit=25,
                                      offset=offset)
@@ -107,15 +98,9 @@ async def dead_letters(
 
 
 @router.get("/dead-letters/{webhook_id}", response_class=HTMLResponse)
-async def dead_letter(request: Request, user: UserDep, container: ContainerDep,
+async def dead_letter(request: Request, user: AdminPageDep, container: ContainerDep,
                       webhook_id: str) -> Response:
     """The full entry: payload, headers sent, every attempt (admin)."""
-    if user is None:
-        return to_sign_in(request)
-    try:
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
     entry = await asyncio.to_thread(container.dead_letters.get, webhook_id)
     if entry is None:
         return page(request, "error.html", user, status_code=404, nav="dead-letters",
@@ -125,14 +110,8 @@ async def dead_letter(request: Request, user: UserDep, container: ContainerDep,
 
 
 @router.get("/dead-letters/{webhook_id}/replay", response_class=HTMLResponse)
-async def replay_confirm(request: Request, user: UserDep, webhook_id: str) -> Response:
+async def replay_confirm(request: Request, user: AdminPageDep, webhook_id: str) -> Response:
     """Confirm a replay."""
-    if user is None:
-        return to_sign_in(request)
-    try:
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
     return page(request, "confirm.html", user, nav="dead-letters",
                 action=f"/dead-letters/{webhook_id}/replay", title="Replay a dead letter",
                 question=f"Send webhook {webhook_id} again, with a fresh attempt budget?",
@@ -140,16 +119,11 @@ async def replay_confirm(request: Request, user: UserDep, webhook_id: str) -> Re
 
 
 @router.post("/dead-letters/{webhook_id}/replay", response_class=HTMLResponse)
-async def replay(request: Request, user: UserDep, container: ContainerDep,
+async def replay(request: Request, form: AdminFormDep, container: ContainerDep,
                  webhook_id: str) -> Response:
     """Replay one dead letter (as ``POST /dead-letters/{id}/replay``), then show its status."""
-    try:
-        user = signed_in(request, user)
-        auth.check_csrf(request, user, await auth.form_fields(request))
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
-    outcome = await asyncio.to_thread(container.submitter.replay, webhook_id)
+    user = form.user
+    outcome = await asyncio.to_thread(container.submitter.replay, webhook_id, actor=user.key_id)
     if outcome is ReplayOutcome.MISSING:
         return denied(request, user, ConsoleDenied(404, f"No dead letter for {webhook_id}."))
     if outcome is ReplayOutcome.BUSY:
@@ -171,19 +145,16 @@ def _bulk_selector(fields: dict[str, str]) -> tuple[DeadLetterFilter, int]:
 
 
 @router.post("/dead-letters/replay", response_class=HTMLResponse)
-async def bulk_replay(request: Request, user: UserDep, container: ContainerDep) -> Response:
+async def bulk_replay(request: Request, form: AdminFormDep, container: ContainerDep) -> Response:
     """Bulk replay: without ``confirmed`` a dry run that counts, with it the replay itself."""
+    user, fields = form.user, form.fields
     try:
-        user = signed_in(request, user)
-        fields = await auth.form_fields(request)
-        auth.check_csrf(request, user, fields)
-        auth.require_admin(user)
         selector, limit = _bulk_selector(fields)
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     confirmed = fields.get("confirmed") == "yes"
     counts = await asyncio.to_thread(container.submitter.replay_many, selector, limit=limit,
-                                     dry_run=not confirmed)
+                                     dry_run=not confirmed, actor=user.key_id)
     kept = {"error_type": selector.error_type or "", "destination": selector.destination or "",
             "limit": str(limit)}
     if not confirmed:
@@ -203,8 +174,10 @@ async def bulk_replay(request: Request, user: UserDep, container: ContainerDep) 
 SHOWN_REPLAYS = 50  # a bulk replay's result lists this many of the replayed webhooks, live
 
 
-def _statuses(container: Container, ids: list[str]) -> dict[str, Any]:
-    return {webhook_id: container.statuses.get(webhook_id) for webhook_id in ids}
+def _statuses(container: Container, ids: list[str], scope: Scope = EVERYONE) -> dict[str, Any]:
+    """Each id's status record (None when gone, or not ``scope``'s)."""
+    records = {webhook_id: container.statuses.get(webhook_id) for webhook_id in ids}
+    return {i: r if r is not None and scope.allows(r.tenant) else None for i, r in records.items()}
 
 
 @router.get("/live/statuses", response_class=HTMLResponse)
@@ -215,24 +188,19 @@ async def live_statuses(request: Request, user: UserDep, container: ContainerDep
         return denied(request, None, ConsoleDenied(401, "signed out"))
     ids = [i for i in id if 0 < len(i) <= 128]
     return page(request, "_status_rows.html", user, ids=ids,
-                statuses=await asyncio.to_thread(_statuses, container, ids))
+                statuses=await asyncio.to_thread(_statuses, container, ids,
+                                                 user.principal.scope))
 
 
 # --- breakers --------------------------------------------------------------------------------------
 
 @router.get("/breakers", response_class=HTMLResponse)
 async def breakers(
-    request: Request, user: UserDep, container: ContainerDep,
+    request: Request, user: AdminPageDep, container: ContainerDep,
     state: Annotated[Literal["", "open", "half_open", "not_closed"], Query()] = "",
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     """Breakers with state, failures and time to the next probe (admin)."""
-    if user is None:
-        return to_sign_in(request)
-    try:
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
     store = container.breakers
     items, total = await asyncio.to_thread(store.page, offset=offset, limit=50,
                                            state=state or None)
@@ -242,15 +210,9 @@ async def breakers(
 
 
 @router.get("/breakers/reset", response_class=HTMLResponse)
-async def reset_confirm(request: Request, user: UserDep,
+async def reset_confirm(request: Request, user: AdminPageDep,
                         name: Annotated[str, Query(min_length=1, max_length=2048)]) -> Response:
     """Confirm a breaker reset."""
-    if user is None:
-        return to_sign_in(request)
-    try:
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
     return page(request, "confirm.html", user, nav="breakers", action="/breakers/reset",
                 title="Reset a circuit breaker",
                 question=f"Close the breaker of {name}? Deliveries to it resume at once.",
@@ -258,18 +220,14 @@ async def reset_confirm(request: Request, user: UserDep,
 
 
 @router.post("/breakers/reset", response_class=HTMLResponse)
-async def reset(request: Request, user: UserDep, container: ContainerDep) -> Response:
+async def reset(request: Request, form: AdminFormDep, container: ContainerDep) -> Response:
     """Close a breaker (as ``POST /circuit-breakers/{name}/reset``)."""
-    try:
-        user = signed_in(request, user)
-        fields = await auth.form_fields(request)
-        auth.check_csrf(request, user, fields)
-        auth.require_admin(user)
-    except ConsoleDenied as exc:
-        return denied(request, user, exc)
+    user, fields = form.user, form.fields
     name = fields.get("name", "")
     if not name or not await asyncio.to_thread(container.breakers.reset, name):
         return denied(request, user, ConsoleDenied(404, f"No circuit breaker named {name!r}."))
+    await asyncio.to_thread(container.audit.record, actor=user.key_id, action="breaker.reset",
+                            target=name)
     log.info("console breaker reset", extra={"destination": name})
     return redirect(request, f"/breakers?{urlencode({'reset': name})}")
 

@@ -3,7 +3,9 @@
 The browser holds only a random token (cookie ``Secure; HttpOnly; SameSite=Strict``, path
 ``{root_path}/console``); Redis holds its SHA-256 with the role, the SHA-256 of the key and a CSRF
 token. Each request checks the key is still configured for that role, so removing a key from
-the settings ends its sessions. Every POST carries the session's CSRF token (a form field or
+the settings ends its sessions; a tenant key's session ends when the key is revoked or its
+tenant disabled or deleted (within ``tenant_key_cache_seconds``). A tenant's session sees that
+tenant's webhooks and reports only, read-only. Every POST carries the session's CSRF token (a form field or
 ``X-CSRF-Token``); the sign-in form carries a double-submit token of its own.
 """
 
@@ -16,9 +18,9 @@ from urllib.parse import parse_qs
 
 from fastapi import Request, Response
 
-from compliance.api.principal import key_role
-from compliance.settings import Settings
+from compliance.api.principal import DEV_PRINCIPAL, Disabled, Principal, resolve
 from compliance.store.console_sessions import ConsoleSession, digest
+from compliance.store.tenants import TENANT_KEY_PREFIX, key_id_of_digest
 from compliance.wiring import Container
 
 SESSION_COOKIE = "compliance_console"
@@ -34,11 +36,19 @@ class User:
     role: str
     csrf: str
     token: str
+    tenant: str | None = None
+    key_id: str = ""  # the signed-in key's public name (Principal.key_id), for the audit trail
 
     @property
     def admin(self) -> bool:
         """May replay, reset and clean up."""
         return self.role == "admin"
+
+    @property
+    def principal(self) -> Principal:
+        """The caller as the JSON routes see it (for the same isolation rules)."""
+        return Principal(role="admin" if self.admin else "producer",
+                         key_id=self.key_id or "console", tenant=self.tenant)
 
 
 class ConsoleDenied(Exception):
@@ -55,9 +65,13 @@ def base_path(request: Request) -> str:
     return f"{request.scope.get('root_path', '')}/console"
 
 
-def _still_valid(settings: Settings, session: ConsoleSession) -> bool:
-    if settings.dev_mode:
+def _still_valid(container: Container, session: ConsoleSession) -> bool:
+    settings = container.settings
+    if session.tenant is None and settings.dev_mode:
         return True
+    if session.tenant is not None:
+        owner = container.tenants.owner(session.key_digest)
+        return owner is not None and owner.active and owner.tenant == session.tenant
     configured = settings.admin_api_keys if session.role == "admin" else settings.producer_api_keys
     found = False
     for key in configured:
@@ -71,18 +85,29 @@ def current_user(request: Request, container: Container) -> User | None:
     if not token or len(token) > 128:
         return None
     session = container.console_sessions.get(token)
-    if session is None or not _still_valid(container.settings, session):
+    if session is None or not _still_valid(container, session):
         return None
-    return User(role=session.role, csrf=session.csrf, token=token)
+    # The session keeps the key's full SHA-256; its key id is that digest's first 16 digits.
+    key_id = (DEV_PRINCIPAL.key_id if container.settings.dev_mode and session.tenant is None
+              else key_id_of_digest(session.key_digest))
+    return User(role=session.role, csrf=session.csrf, token=token, tenant=session.tenant,
+                key_id=key_id)
 
 
 def sign_in(container: Container, api_key: str) -> str | None:
     """A new session's token for a known key, or None (dev mode: any key is admin)."""
     settings = container.settings
-    role = "admin" if settings.dev_mode else key_role(settings, api_key)
-    if role is None:
+    if settings.dev_mode and not api_key.startswith(TENANT_KEY_PREFIX):
+        principal: Principal | None = Principal(role="admin", key_id="dev-mode")
+    else:
+        try:
+            principal = resolve(settings, api_key, container.tenants)
+        except Disabled:
+            principal = None
+    if principal is None:
         return None
-    token, _ = container.console_sessions.create(role=role, api_key=api_key)
+    token, _ = container.console_sessions.create(role=principal.role, api_key=api_key,
+                                                 tenant=principal.tenant)
     return token
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from compliance import __version__
@@ -58,6 +59,68 @@ def console_user(request: Request, container: ContainerDep) -> User | None:
 
 UserDep = Annotated[User | None, Depends(console_user)]
 ReportsDep = Annotated[Reports, Depends(get_reports)]
+
+
+class SignInFirst(Exception):
+    """A page asked for without a session: answered by a redirect to the sign-in page."""
+
+
+class Refused(Exception):
+    """A refused request with the user it was refused to (for the error page's navigation)."""
+
+    def __init__(self, user: User | None, denial: ConsoleDenied) -> None:
+        super().__init__(denial.message)
+        self.user = user
+        self.denial = denial
+
+
+def admin_page(user: UserDep) -> User:
+    """The signed-in admin of a page: no session goes to sign-in, a producer key gets 403."""
+    if user is None:
+        raise SignInFirst
+    try:
+        auth.require_admin(user)
+    except ConsoleDenied as exc:
+        raise Refused(user, exc) from exc
+    return user
+
+
+@dataclass(frozen=True)
+class AdminForm:
+    """A confirmed admin action: its user and its form's fields."""
+
+    user: User
+    fields: dict[str, str]
+
+
+async def admin_form(request: Request, user: UserDep) -> AdminForm:
+    """An admin action's POST: a session (401), its CSRF token (403), then an admin key (403)."""
+    try:
+        user = signed_in(request, user)
+        fields = await auth.form_fields(request)
+        auth.check_csrf(request, user, fields)
+        auth.require_admin(user)
+    except ConsoleDenied as exc:
+        raise Refused(user, exc) from exc
+    return AdminForm(user, fields)
+
+
+AdminPageDep = Annotated[User, Depends(admin_page)]
+AdminFormDep = Annotated[AdminForm, Depends(admin_form)]
+
+
+def install_handlers(app: FastAPI) -> None:
+    """How the console's gates answer: a redirect to sign-in, or the error page."""
+
+    async def sign_in_first(request: Request, _: Exception) -> Response:
+        return to_sign_in(request)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        return denied(request, exc.user, exc.denial)
+
+    app.add_exception_handler(SignInFirst, sign_in_first)
+    app.add_exception_handler(Refused, refused)
 
 
 def page(request: Request, template: str, user: User | None, status_code: int = 200,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compliance.store import broker
-from compliance.store.records import Attempt, DeadLetter, WebhookStatus
+from compliance.store.records import EVERYONE, Attempt, DeadLetter, Scope, WebhookStatus
 from compliance.wiring import Container
 
 CHART_WINDOW = 3600.0  # the overview's chart: the last hour (or the delivered TTL, if shorter) ...
@@ -116,10 +116,15 @@ class WebhookView:
     dead_letter: DeadLetter | None
 
 
-def webhook(container: Container, webhook_id: str) -> WebhookView:
-    """The status record with its attempts; the dead letter's when the record has expired."""
+def webhook(container: Container, webhook_id: str, scope: Scope = EVERYONE) -> WebhookView:
+    """The status record with its attempts; the dead letter's when the record has expired
+    (neither when they are not ``scope``'s)."""
     status = container.statuses.get(webhook_id)
     entry = container.dead_letters.get(webhook_id)
+    if status is not None and not scope.allows(status.tenant):
+        status = None
+    if entry is not None and not scope.allows(entry.tenant):
+        entry = None
     kept = status.history if status is not None else entry.attempts if entry else None
     attempts = kept or []
     return WebhookView(status, attempts, entry)

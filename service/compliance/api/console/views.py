@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from compliance.api.console import auth, service
-from compliance.api.console.auth import ConsoleDenied
+from compliance.api.console.auth import ConsoleDenied, User
 from compliance.api.console.pages import (
     OVERVIEW_MS,
     Cursor,
@@ -64,6 +64,10 @@ async def home(request: Request, user: UserDep, container: ContainerDep) -> Resp
         response = page(request, "signin.html", None, signin_token=token)
         auth.set_cookie(response, request, auth.SIGNIN_COOKIE, token, max_age=3600)
         return response
+    if user.tenant is not None:
+        # The overview is fleet-wide (queues, every tenant's dead letters and breakers): a
+        # tenant's console starts at its own webhooks.
+        return redirect(request, "/webhooks")
     return page(request, "overview.html", user, nav="overview",
                 **await overview_context(request, container))
 
@@ -73,6 +77,9 @@ async def live_overview(request: Request, user: UserDep, container: ContainerDep
     """The overview's live region."""
     if user is None:
         return denied(request, None, ConsoleDenied(401, "signed out"))
+    if user.tenant is not None:
+        return denied(request, user, ConsoleDenied(403, "The overview is fleet-wide: it needs "
+                                                        "an admin or default-tenant key."))
     return page(request, "_overview.html", user, **await overview_context(request, container))
 
 
@@ -120,13 +127,15 @@ async def sign_out(request: Request, user: UserDep, container: ContainerDep) -> 
 
 # --- webhooks ------------------------------------------------------------------------------------
 
-def _webhook_page(container: Container, status: Status | None, cursor: str | None) -> Any:
+def _webhook_page(container: Container, user: User, status: Status | None,
+                  cursor: str | None) -> Any:
     if cursor:
         try:
             decode_cursor(cursor)
         except ValueError as exc:
             raise ConsoleDenied(400, "That page link is malformed (cursor).") from exc
-    return container.statuses.page(status=status, limit=25, cursor=cursor)
+    return container.statuses.page(status=status, limit=25, cursor=cursor,
+                                   scope=user.principal.scope)
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
@@ -137,7 +146,7 @@ async def webhooks(request: Request, user: UserDep, container: ContainerDep,
         return to_sign_in(request)
     try:
         selected = parse_status(status)
-        result = await asyncio.to_thread(_webhook_page, container, selected, cursor)
+        result = await asyncio.to_thread(_webhook_page, container, user, selected, cursor)
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     return page(request, "webhooks.html", user, nav="webhooks", result=result, status=selected,
@@ -152,7 +161,7 @@ async def live_webhooks(request: Request, user: UserDep, container: ContainerDep
         return denied(request, None, ConsoleDenied(401, "signed out"))
     try:
         selected = parse_status(status)
-        result = await asyncio.to_thread(_webhook_page, container, selected, cursor)
+        result = await asyncio.to_thread(_webhook_page, container, user, selected, cursor)
     except ConsoleDenied as exc:
         return denied(request, user, exc)
     return page(request, "_webhook_rows.html", user, result=result, status=selected, cursor=cursor)
@@ -164,7 +173,7 @@ async def webhook(request: Request, user: UserDep, container: ContainerDep,
     """One webhook: status, correlation id and every attempt still kept."""
     if user is None:
         return to_sign_in(request)
-    view = await asyncio.to_thread(service.webhook, container, webhook_id)
+    view = await asyncio.to_thread(service.webhook, container, webhook_id, user.principal.scope)
     if view.status is None and view.dead_letter is None:
         return denied(request, user, ConsoleDenied(404, f"No webhook {webhook_id} (unknown or expired)."))
     return page(request, "webhook.html", user, nav="webhooks", w=view, webhook_id=webhook_id)
@@ -176,7 +185,7 @@ async def live_webhook(request: Request, user: UserDep, container: ContainerDep,
     """A webhook's live detail."""
     if user is None:
         return denied(request, None, ConsoleDenied(401, "signed out"))
-    view = await asyncio.to_thread(service.webhook, container, webhook_id)
+    view = await asyncio.to_thread(service.webhook, container, webhook_id, user.principal.scope)
     return page(request, "_webhook.html", user, w=view, webhook_id=webhook_id)
 
 
@@ -188,7 +197,8 @@ async def reports(request: Request, user: UserDep, reports: ReportsDep,
     """Reports, newest first, with their status and downloads."""
     if user is None:
         return to_sign_in(request)
-    items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25)
+    items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25,
+                                           scope=user.principal.scope)
     return page(request, "reports.html", user, nav="reports", items=items, total=total,
                 offset=offset, limit=25)
 
@@ -199,7 +209,8 @@ async def live_reports(request: Request, user: UserDep, reports: ReportsDep,
     """The report list's live rows."""
     if user is None:
         return denied(request, None, ConsoleDenied(401, "signed out"))
-    items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25)
+    items, total = await asyncio.to_thread(reports.records.page, offset=offset, limit=25,
+                                           scope=user.principal.scope)
     return page(request, "_report_rows.html", user, items=items, total=total, offset=offset,
                 limit=25)
 
@@ -211,7 +222,7 @@ async def download(request: Request, user: UserDep, reports: ReportsDep,
     if user is None:
         return to_sign_in(request)
     try:
-        body = await report_content(reports, report_id, format)
+        body = await report_content(reports, report_id, format, user.principal)
     except APIError as exc:
         return page(request, "error.html", user, status_code=exc.status_code, nav="reports",
                     message=exc.message)

@@ -1,4 +1,8 @@
-"""Circuit breaker reads and manual reset (admin: destinations are other tenants' receivers)."""
+"""Circuit breaker reads and manual reset.
+
+Breakers are per destination, shared by every tenant that sends there. An admin sees them all
+and resets them; a named tenant's key sees those of the destinations it has sent to (and resets
+none: the receiver is not its alone)."""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from compliance.api.deps import AdminAuth, BreakersDep
+from compliance.api.deps import AdminDep, AuditDep, BreakersDep, ReaderDep
 from compliance.api.errors import APIError, error_responses
+from compliance.api.routes.webhooks import TenantFilter
 
-router = APIRouter(dependencies=[AdminAuth], responses=error_responses(401, 403, 422, 503))
+router = APIRouter(responses=error_responses(401, 403, 422, 503))
 
 
 class Breaker(BaseModel):
@@ -33,7 +38,7 @@ class BreakerPage(BaseModel):
     offset: int
     limit: int
     total: int = Field(description="Breakers matching ?state= (all of them without it).")
-    counts: dict[str, int] = Field(description="Every known breaker by state.")
+    counts: dict[str, int] = Field(description="Every breaker the caller sees, by state.")
     failure_threshold: int
     reset_timeout_seconds: float
 
@@ -41,6 +46,8 @@ class BreakerPage(BaseModel):
 @router.get("/circuit-breakers", response_model=BreakerPage)
 async def list_breakers(
     breakers: BreakersDep,
+    principal: ReaderDep,
+    tenant: TenantFilter = None,
     state: Annotated[Literal["open", "half_open", "not_closed"] | None, Query(
         description="open, half_open or not_closed (both): newest opened first. Without it, "
                     "every breaker, most recently used first.")] = None,
@@ -49,7 +56,11 @@ async def list_breakers(
 ) -> BreakerPage:
     """Breakers, a page at a time (a breaker idle for breaker_idle_ttl is forgotten)."""
 
+    own = tenant if principal.admin else principal.tenant
+
     def read() -> tuple[list[Any], int, dict[str, int]]:
+        if own is not None:
+            return breakers.tenant_page(own, offset=offset, limit=limit, state=state)
         items, total = breakers.page(offset=offset, limit=limit, state=state)
         return items, total, breakers.counts()
 
@@ -60,8 +71,11 @@ async def list_breakers(
 
 
 @router.post("/circuit-breakers/{name:path}/reset", responses=error_responses(404))
-async def reset_breaker(name: str, breakers: BreakersDep) -> dict[str, Any]:
-    """Close a breaker by hand (name: scheme://host:port as listed)."""
+async def reset_breaker(name: str, breakers: BreakersDep, audit: AuditDep,
+                        principal: AdminDep) -> dict[str, Any]:
+    """Close a breaker by hand (name: scheme://host:port as listed); audited."""
     if not await asyncio.to_thread(breakers.reset, name):
         raise APIError(404, "not_found", f"no circuit breaker named {name}")
+    await asyncio.to_thread(audit.record, actor=principal.key_id, action="breaker.reset",
+                            tenant=principal.tenant, target=name)
     return {"destination": name, "state": "closed"}

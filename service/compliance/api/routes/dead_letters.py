@@ -9,12 +9,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, BeforeValidator, Field
 from starlette.convertors import Convertor, register_url_convertor
 
-from compliance.api.deps import AdminAuth, DeadLettersDep, SubmitterDep
+from compliance.api.deps import DeadLettersDep, ReaderDep, SubmitterDep
 from compliance.api.errors import APIError, error_responses
 from compliance.api.json_limits import check_body, integral
+from compliance.api.routes.webhooks import TenantFilter, listing_scope
 from compliance.delivery.submit import ReplayOutcome
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import DeadLetter
+from compliance.store.tenants import TENANT_ID_PATTERN
 
 
 class _WebhookId(Convertor[str]):
@@ -31,7 +33,9 @@ class _WebhookId(Convertor[str]):
 
 
 register_url_convertor("webhook_id", _WebhookId())
-router = APIRouter(dependencies=[AdminAuth], responses=error_responses(401, 403, 422, 503))
+# Admin keys see every dead letter; a named tenant's key sees and replays its own (another
+# tenant's answers 404); environment producer keys are refused, as before tenants.
+router = APIRouter(responses=error_responses(401, 403, 422, 503))
 
 
 class DeadLetterPage(BaseModel):
@@ -51,13 +55,16 @@ class DeadLetterPage(BaseModel):
 @router.get("/dead-letters", response_model=DeadLetterPage)
 async def list_dead_letters(
     dead_letters: DeadLettersDep,
+    principal: ReaderDep,
+    tenant: TenantFilter = None,
     error_type: Annotated[str | None, Query(max_length=64)] = None,
     destination: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> DeadLetterPage:
     """Dead letters filtered by error type and destination prefix; total counts the matches."""
-    selector = DeadLetterFilter(error_type=error_type, destination=destination)
+    selector = DeadLetterFilter(error_type=error_type, destination=destination,
+                                scope=listing_scope(principal, tenant))
     page = await asyncio.to_thread(dead_letters.counted_page, selector,
                                    limit=limit, offset=offset)
     return DeadLetterPage(items=page.items, offset=offset, limit=limit, total=page.total,
@@ -66,10 +73,11 @@ async def list_dead_letters(
 
 @router.get("/dead-letters/{webhook_id:webhook_id}", response_model=DeadLetter,
             responses=error_responses(404))
-async def get_dead_letter(webhook_id: str, dead_letters: DeadLettersDep) -> DeadLetter:
-    """One dead letter."""
+async def get_dead_letter(webhook_id: str, dead_letters: DeadLettersDep,
+                          principal: ReaderDep) -> DeadLetter:
+    """One dead letter (404 when unknown or another tenant's)."""
     entry = await asyncio.to_thread(dead_letters.get, webhook_id)
-    if entry is None:
+    if entry is None or not principal.sees(entry.tenant):
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
     return entry
 
@@ -84,9 +92,12 @@ class ReplayOne(BaseModel):
 
 @router.post("/dead-letters/{webhook_id:webhook_id}/replay", response_model=ReplayOne, status_code=202,
              responses=error_responses(404, 409))
-async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep) -> ReplayOne:
-    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget."""
-    outcome = await asyncio.to_thread(submitter.replay, webhook_id)
+async def replay_dead_letter(webhook_id: str, submitter: SubmitterDep,
+                             principal: ReaderDep) -> ReplayOne:
+    """Re-enqueue one dead letter with the same webhook id and a fresh attempt budget
+    (audited)."""
+    outcome = await asyncio.to_thread(submitter.replay, webhook_id, actor=principal.key_id,
+                                      scope=principal.scope)
     if outcome is ReplayOutcome.MISSING:
         raise APIError(404, "not_found", f"no dead letter for webhook {webhook_id}")
     if outcome is ReplayOutcome.BUSY:
@@ -107,6 +118,8 @@ class BulkReplay(BaseModel):
     newer_than_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     limit: Annotated[int, BeforeValidator(integral)] = Field(default=100, ge=1, le=10_000)
     dry_run: bool = False
+    tenant: str | None = Field(default=None, pattern=TENANT_ID_PATTERN,
+                               description="Admin keys: only this tenant's dead letters.")
 
 
 class BulkReplayResult(BaseModel):
@@ -120,14 +133,17 @@ class BulkReplayResult(BaseModel):
 
 
 @router.post("/dead-letters/replay", response_model=BulkReplayResult, responses=error_responses(413))
-async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep) -> BulkReplayResult:
-    """Replay the selected dead letters, up to ``limit``."""
+async def replay_dead_letters(body: BulkReplay, submitter: SubmitterDep,
+                              principal: ReaderDep) -> BulkReplayResult:
+    """Replay the selected dead letters, up to ``limit`` (each replay and the bulk audited)."""
     check_body(body, max_depth=1)
     selector = DeadLetterFilter(
         error_type=body.error_type, destination=body.destination,
         older_than_seconds=body.older_than_seconds, newer_than_seconds=body.newer_than_seconds,
+        scope=listing_scope(principal, body.tenant),
     )
     counts = await asyncio.to_thread(submitter.replay_many, selector,
-                                     limit=body.limit, dry_run=body.dry_run)
+                                     limit=body.limit, dry_run=body.dry_run,
+                                     actor=principal.key_id, tenant=principal.tenant)
     return BulkReplayResult(matched=counts.matched, replayed=counts.replayed,
                             skipped=counts.skipped, failed=counts.failed, dry_run=body.dry_run)

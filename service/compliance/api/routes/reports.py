@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from compliance.api.deps import ContainerDep, ProducerAuth, ProducerDep
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
+from compliance.api.principal import Principal
 from compliance.api.routes.webhooks import await_replicas, check_url, refused, shed_load
 from compliance.delivery import fairshare
 from compliance.delivery.submit import new_webhook_id
@@ -173,12 +174,14 @@ async def submit_report(body: ReportRequest, container: ContainerDep, reports: R
         status_url=str(request.url_for("get_report", report_id=accepted.report_id)))
 
 
-@router.get("/reports/{report_id}", response_model=ReportRecord, dependencies=[ProducerAuth],
+@router.get("/reports/{report_id}", response_model=ReportRecord,
             responses=error_responses(401, 403, 404, 422, 503))
-async def get_report(report_id: ReportId, reports: ReportsDep) -> ReportRecord:
-    """Status, summary, timestamps and webhook id; 404 when unknown or expired."""
+async def get_report(report_id: ReportId, reports: ReportsDep,
+                     principal: ProducerDep) -> ReportRecord:
+    """Status, summary, timestamps and webhook id; 404 when unknown, expired or another
+    tenant's."""
     record = await asyncio.to_thread(reports.records.get, report_id)
-    if record is None:
+    if record is None or not principal.sees(record.tenant):
         raise APIError(404, "not_found", f"no report {report_id}")
     return record
 
@@ -193,21 +196,27 @@ CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/reports/{report_id}/content", dependencies=[ProducerAuth],
-            responses=CONTENT_RESPONSES)
+@router.get("/reports/{report_id}/content", responses=CONTENT_RESPONSES)
 async def get_report_content(
-    report_id: ReportId, reports: ReportsDep,
+    report_id: ReportId, reports: ReportsDep, principal: ProducerDep,
     format: Annotated[render.Format, Query(description="json, csv or html")] = "json",
 ) -> Response:
-    """The stored report document; 409 while it is being generated, 404 when there is none."""
-    body = await report_content(reports, report_id, format)
+    """The stored report document; 409 while it is being generated, 404 when there is none
+    (or it is another tenant's)."""
+    body = await report_content(reports, report_id, format, principal)
     return Response(body, media_type=render.MEDIA_TYPES[format])
 
 
-async def report_content(reports: Reports, report_id: str, format: render.Format) -> str:
+async def report_content(reports: Reports, report_id: str, format: render.Format,
+                         principal: Principal) -> str:
     """The stored document rendered as ``format``; APIError 409 while it is being generated,
-    404 when there is none (or it failed), 503 when storage is down."""
+    404 when there is none (or it failed, or it is not ``principal``'s), 503 when storage is
+    down. A document whose record has expired is an admin's or the default tenant's to read
+    (a named tenant's reads need the record, which names the tenant)."""
     record = await asyncio.to_thread(reports.records.get, report_id)
+    if (record is not None and not principal.sees(record.tenant)) or (
+            record is None and principal.tenant is not None and not principal.admin):
+        raise APIError(404, "not_found", f"no report {report_id}")
     if record is not None and record.status is not ReportStatus.COMPLETED:
         if record.status is ReportStatus.FAILED:
             raise APIError(404, "not_found", f"report {report_id} failed: {record.error}")

@@ -13,23 +13,25 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from compliance.api.deps import (
-    AdminAuth,
-    ProducerAuth,
+    AdminDep,
+    AuditDep,
     ProducerDep,
     SettingsDep,
     StatusesDep,
 )
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
+from compliance.api.principal import Principal
 from compliance.delivery import fairshare, ssrf
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
 from compliance.observability import metrics
 from compliance.settings import Settings
 from compliance.store import replication
-from compliance.store.records import Status, WebhookStatus
+from compliance.store.records import Scope, Status, WebhookStatus
 from compliance.store.schedule import Admission, Verdict
 from compliance.store.statuses import CleanupRule, decode_cursor
+from compliance.store.tenants import TENANT_ID_PATTERN
 from compliance.wiring import Container
 
 router = APIRouter()
@@ -147,6 +149,19 @@ def _count_replica_wait(settings: Settings, outcome: replication.ReplicaWait) ->
             "wait_ms": settings.redis_wait_timeout_ms})
 
 
+# An admin's filter of a listing: one named tenant's records (the tenant's own index).
+TenantFilter = Annotated[str | None, Query(pattern=TENANT_ID_PATTERN, description=(
+    "Admin keys: only this tenant's records. Other keys always see their own tenant's."))]
+
+
+def listing_scope(principal: Principal, tenant: str | None) -> Scope:
+    """Whose records a listing shows: an admin's ``?tenant=`` (or everyone's), else the
+    caller's own tenant's."""
+    if principal.admin and tenant is not None:
+        return Scope(tenant=tenant)
+    return principal.scope
+
+
 @router.post("/webhooks", status_code=202, response_model=Accepted,
              responses=error_responses(401, 403, 413, 422, 429, 503))
 async def submit_webhook(body: WebhookRequest, request: Request,
@@ -178,12 +193,14 @@ async def submit_webhook(body: WebhookRequest, request: Request,
     return JSONResponse(accepted.model_dump(), status_code=202)
 
 
-@router.get("/webhook-statuses", response_model=StatusPage, dependencies=[ProducerAuth],
+@router.get("/webhook-statuses", response_model=StatusPage,
             responses=error_responses(401, 403, 422, 503))
 async def list_webhook_statuses(
     statuses: StatusesDep,
     settings: SettingsDep,
+    principal: ProducerDep,
     status: Status | None = None,
+    tenant: TenantFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> StatusPage:
@@ -194,16 +211,18 @@ async def list_webhook_statuses(
         except ValueError as exc:
             raise field_error("query.cursor", "malformed cursor") from exc
     page = await asyncio.to_thread(statuses.page, status=status,
-                                   limit=min(limit, settings.max_page_size), cursor=cursor)
+                                   limit=min(limit, settings.max_page_size), cursor=cursor,
+                                   scope=listing_scope(principal, tenant))
     return StatusPage(items=page.items, next_cursor=page.next_cursor, total=page.total)
 
 
 @router.get("/webhook-statuses/{webhook_id}", response_model=WebhookStatus,
-            dependencies=[ProducerAuth], responses=error_responses(401, 403, 404, 422, 503))
-async def get_webhook_status(webhook_id: str, statuses: StatusesDep) -> WebhookStatus:
-    """One status record; 404 when unknown or expired."""
+            responses=error_responses(401, 403, 404, 422, 503))
+async def get_webhook_status(webhook_id: str, statuses: StatusesDep,
+                             principal: ProducerDep) -> WebhookStatus:
+    """One status record; 404 when unknown, expired, or another tenant's."""
     record = await asyncio.to_thread(statuses.get, webhook_id)
-    if record is None:
+    if record is None or not principal.sees(record.tenant):
         raise APIError(404, "not_found", f"no status for webhook {webhook_id}")
     return record
 
@@ -216,10 +235,12 @@ class CleanupResult(BaseModel):
     older_than_days: float | None
 
 
-@router.post("/webhook-cleanup", response_model=CleanupResult, dependencies=[AdminAuth],
+@router.post("/webhook-cleanup", response_model=CleanupResult,
              responses=error_responses(401, 403, 422, 503))
 async def webhook_cleanup(
     statuses: StatusesDep,
+    audit: AuditDep,
+    principal: AdminDep,
     older_than_days: Annotated[float | None, Query(ge=0, le=3650)] = None,
     status: Status | None = None,
 ) -> CleanupResult:
@@ -234,4 +255,8 @@ async def webhook_cleanup(
     except ValueError as exc:
         raise field_error("query.older_than_days", str(exc)) from exc
     deleted = await asyncio.to_thread(statuses.apply, rule)
+    await asyncio.to_thread(audit.record, actor=principal.key_id, action="webhook.cleanup",
+                            tenant=principal.tenant,
+                            detail={"status": status, "older_than_days": older_than_days,
+                                    "deleted": deleted})
     return CleanupResult(deleted=deleted, status=status, older_than_days=older_than_days)

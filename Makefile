@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEPS_STAMP := $(VENV)/.deps-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm bench-replica-wait clean lock console-screenshots
+.PHONY: run test setup setup-run lint typecheck unit bench bench-intake bench-storm bench-replica-wait bench-fairness clean lock console-screenshots
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(DEPS_STAMP)
 ## bench-intake: POST /webhooks against a bare FastAPI endpoint doing one LPUSH
 bench-intake: $(DEPS_STAMP)
 	$(PY) bench/intake.py
+
+## bench-fairness: tenant B's one webhook with and without tenant A's backlog
+bench-fairness: $(DEPS_STAMP)
+	$(PY) bench/fairness.py --fifo
 
 ## bench-replica-wait: POST /webhooks latency with and without COMPLIANCE_REDIS_WAIT_REPLICAS=1
 bench-replica-wait: $(DEPS_STAMP)

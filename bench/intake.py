@@ -86,7 +86,8 @@ def main() -> None:
     env = {**os.environ, "COMPLIANCE_REDIS_URL": redis.url, "COMPLIANCE_ADMIN_API_KEYS": KEY + "-admin",
            "COMPLIANCE_PRODUCER_API_KEYS": KEY, "COMPLIANCE_ALLOW_LOOPBACK_TARGETS": "true",
            "COMPLIANCE_ALLOWED_PORTS": "", "COMPLIANCE_API_DOCS": "true", "COMPLIANCE_LOG_LEVEL": "WARNING",
-           "COMPLIANCE_MAX_QUEUE_LENGTH": "10000000", "PYTHONPATH": str(tmp)}
+           "COMPLIANCE_MAX_QUEUE_LENGTH": "10000000", "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0",
+           "PYTHONPATH": str(tmp)}
     ours_port, bare_port = free_port(), free_port()
     servers = [
         serve([sys.executable, "-m", "compliance.cli.main", "api", "--host", "127.0.0.1",

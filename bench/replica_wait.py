@@ -68,7 +68,7 @@ def main() -> None:
     base = {**os.environ, "COMPLIANCE_REDIS_URL": primary.url, "COMPLIANCE_ADMIN_API_KEYS": KEY + "-admin",
             "COMPLIANCE_PRODUCER_API_KEYS": KEY, "COMPLIANCE_ALLOW_LOOPBACK_TARGETS": "true",
             "COMPLIANCE_ALLOWED_PORTS": "", "COMPLIANCE_LOG_LEVEL": "WARNING",
-            "COMPLIANCE_MAX_QUEUE_LENGTH": "10000000"}
+            "COMPLIANCE_MAX_QUEUE_LENGTH": "10000000", "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "0"}
     rows = []
     try:
         for wait in (0, 1):

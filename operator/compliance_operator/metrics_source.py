@@ -82,6 +82,8 @@ def read_snapshot(
         # webhooks are the queued signals plus those a worker holds.
         counts = ScheduleStore(client, queue_key=f"{prefix}{queue}").counts(now)
         in_flight = max(in_flight, counts.leased - queued)
+        # Signals waiting in the fair backlog for room on the short list are demand too.
+        queued += counts.backlogged
         scheduled, scheduled_due = counts.scheduled, counts.due_now
     breakers = BreakerStore(client, threshold=1, reset_timeout=reset_timeout, probe_lease=1.0)
     states = breakers.all(now)

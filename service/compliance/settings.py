@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     # How a delivery worker runs deliveries: `pump` (an asyncio engine takes signals in batches,
     # with one Celery thread beside it on the same queue) or `threads` (Celery's thread pool only).
     delivery_engine: Literal["pump", "threads"] = "pump"
+    # Signals the delivery list holds before new ones wait in the fair backlog, from which the
+    # list is fed in turns between tenants as it drains (0: no backlog, every signal goes
+    # straight onto the list, first come first served). Another tenant's new webhook waits
+    # behind about this many signals, not behind a whole backlog.
+    fair_queue_depth: int = Field(default=256, ge=0, le=100_000)
 
     # --- status and DLQ retention (seed contract) --------------------------------------------
     # TTL of a `delivered` status record, seconds (30 min).
@@ -221,8 +226,19 @@ class Settings(BaseSettings):
     max_header_count: int = Field(default=100, ge=8, le=1000)
     # Queue length past which the API sheds load with 503 + Retry-After.
     max_queue_length: int = Field(default=10_000, ge=1)
-    # Seconds the API suggests in Retry-After when it sheds load.
+    # Seconds the API suggests in Retry-After when it sheds load (503), or when a tenant is at
+    # its cap of live webhooks (429).
     shed_retry_after_seconds: int = Field(default=30, ge=1)
+    # Live (queued or scheduled: pending or retrying) webhooks one tenant may have at once;
+    # past it, that tenant's POST /webhooks and POST /reports get 429 (0: no cap). Below
+    # max_queue_length, so that one tenant cannot fill the queue for every other (the default
+    # tenant, keys from COMPLIANCE_PRODUCER_API_KEYS, is one tenant among others).
+    tenant_max_live_webhooks: int = Field(default=5000, ge=0)
+    # Submissions per second one tenant may make (webhooks and reports; 0: unlimited); past it,
+    # 429 with the seconds until the next would pass.
+    tenant_submit_rate: float = Field(default=0.0, ge=0)
+    # Submissions a tenant may make at once within its rate (a burst, then one per 1/rate s).
+    tenant_submit_burst: int = Field(default=100, ge=1)
     # Seconds slow /health probes (celery ping, storage probe) are cached.
     health_cache_seconds: float = Field(default=5.0, ge=0)
     # Seconds to wait for workers to answer the /health ping.

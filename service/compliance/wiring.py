@@ -31,7 +31,7 @@ from compliance.reports.facade import ComplianceFacade, load_facade
 from compliance.reports.storage import ReportStorage, build_storage
 from compliance.reports.workflow import Workflow
 from compliance.settings import Settings
-from compliance.store import broker
+from compliance.store import broker, keys
 from compliance.store.audit import AuditStore
 from compliance.store.breakers import BreakerStore, SlotPolicy
 from compliance.store.console_sessions import ConsoleSessionStore
@@ -92,7 +92,9 @@ class Container:
     @cached_property
     def schedule(self) -> ScheduleStore:
         """Live webhooks' envelopes, leases and due times."""
-        return ScheduleStore(self.redis, queue_key=self.settings.delivery_queue_key)
+        return ScheduleStore(self.redis, queue_key=self.settings.delivery_queue_key,
+                             fair_depth=self.settings.fair_queue_depth,
+                             refill_target=self.settings.delivery_sweep_batch)
 
     @cached_property
     def reports(self) -> ReportStore:
@@ -218,8 +220,11 @@ class Container:
                 for name in (self.settings.queue_name, self.settings.delivery_queue_name)}
 
     def queue_length(self, queue: str) -> int:
-        """Waiting messages in one queue (one round trip)."""
-        return broker.queue_length(self.redis, prefix=self.settings.broker_key_prefix, queue=queue)
+        """Waiting messages in one queue (one round trip); the delivery queue's include the
+        signals in the fair backlog, which wait for room on its list."""
+        return broker.queue_length(
+            self.redis, prefix=self.settings.broker_key_prefix, queue=queue,
+            backlog=keys.FAIR_BACKLOG if queue == self.settings.delivery_queue_name else None)
 
     def close(self) -> None:
         """Release pooled connections of whatever was built."""

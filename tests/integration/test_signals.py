@@ -101,7 +101,8 @@ async def test_the_engine_takes_what_was_handed_to_it_first(settings, r):
     aclient = redis.asyncio.Redis.from_url(settings.redis_url, decode_responses=True)
     now = container.clock()
     try:
-        taken = await container.schedule.take(aclient, count=1, now=now, lease_until=now + 60)
+        taken = await container.schedule.take(aclient, count=1, now=now, lease_until=now + 60,
+                                              signal_until=now + 300)
     finally:
         await aclient.aclose()
     assert [(i, c.state.value) for i, c in taken] == [("handed", "claimed")]

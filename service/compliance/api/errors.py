@@ -53,6 +53,8 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     409: "Conflict: the resource is busy or not ready; retry after Retry-After.",
     413: "The body is larger than COMPLIANCE_MAX_BODY_BYTES (or a document over its own limit).",
     422: "Validation error; `details` names the fields.",
+    429: "This tenant is at its cap of queued webhooks or over its submission rate; retry after "
+         "Retry-After (other tenants are not affected).",
     431: "The request head is over COMPLIANCE_MAX_HEADER_BYTES or COMPLIANCE_MAX_HEADER_COUNT.",
     503: "Redis, storage or the facade is unavailable, or the queue is full; retry after "
          "Retry-After.",

@@ -15,12 +15,13 @@ import redis
 from pydantic import ValidationError
 
 from compliance.delivery import ssrf
+from compliance.delivery.fairshare import TenantLimits
 from compliance.delivery.models import Envelope, dead_letter, status_record
 from compliance.settings import Settings
 from compliance.store import audit
 from compliance.store.dead_letters import DeadLetterStore
 from compliance.store.records import DeadLetter, Status
-from compliance.store.schedule import Intake, ScheduleStore
+from compliance.store.schedule import Intake, ScheduleStore, Verdict
 from compliance.store.statuses import StatusStore
 
 log = logging.getLogger(__name__)
@@ -42,34 +43,39 @@ class Ledger:
         self._dlq = dead_letters
         self._schedule = schedule
 
-    def accept(self, env: Envelope, now: float, *, signal: str | None = None) -> None:
+    def accept(self, env: Envelope, now: float, *, signal: str | None = None,
+               limits: TenantLimits | None = None) -> Verdict:
         """``pending`` with its envelope, a signal lease and (given) its signal, in one script:
-        from here on it cannot be lost."""
-        self._schedule.accept(self._intake(env, now, signal=signal, most_queued=0))
+        from here on it cannot be lost. Refused only past ``env``'s tenant's ``limits``."""
+        return self._schedule.accept(self._intake(env, now, signal=signal, most_queued=0,
+                                                  limits=limits))
 
     async def accept_async(self, aclient: Any, env: Envelope, now: float, *, signal: str,
-                           most_queued: int) -> bool:
-        """``accept`` on an asyncio client; False (nothing written) when the delivery queue
-        already holds ``most_queued`` signals."""
+                           most_queued: int, limits: TenantLimits | None = None) -> Verdict:
+        """``accept`` on an asyncio client, refused (nothing written) when the delivery queue
+        already holds ``most_queued`` signals or ``env``'s tenant is past its ``limits``."""
         return await self._schedule.accept_async(
-            aclient, self._intake(env, now, signal=signal, most_queued=most_queued))
+            aclient, self._intake(env, now, signal=signal, most_queued=most_queued,
+                                  limits=limits))
 
-    def _intake(self, env: Envelope, now: float, *, signal: str | None,
-                most_queued: int) -> Intake:
+    def _intake(self, env: Envelope, now: float, *, signal: str | None, most_queued: int,
+                limits: TenantLimits | None = None) -> Intake:
         record = status_record(env, Status.PENDING, now)
+        limits = limits or TenantLimits()
         return Intake(webhook_id=env.webhook_id, envelope=env.model_dump_json(),
                       record=self._statuses.serialise(record), score=record.updated_at,
                       status_ttl=self._s.ttl_for_status(Status.PENDING),
                       ttl=self._s.status_ttl_open, now=now,
                       signal_until=now + self._s.delivery_signal_timeout, signal=signal,
                       most_queued=most_queued, tenant=env.tenant,
-                      origin=_origin(env.url) if env.tenant else "")
+                      origin=_origin(env.url) if env.tenant else "", cap=limits.cap,
+                      rate=limits.rate, burst=limits.burst)
 
     def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
         """``delivered``; the envelope goes (a delivered webhook is never sent again)."""
         own = self._r.pipeline(transaction=True) if pipe is None else pipe
         self._statuses.put(status_record(env, Status.DELIVERED, now), own)
-        self._schedule.finish(own, env.webhook_id)
+        self._schedule.finish(own, env.webhook_id, env.tenant)
         self._outcome(own, env, now, audit.DELIVERED, {"attempts": env.attempts},
                       own=pipe is None)
         if pipe is None:
@@ -120,7 +126,7 @@ class Ledger:
         self._dlq.put(entry, own)
         self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
                                          status_code=status_code), own)
-        self._schedule.finish(own, env.webhook_id)
+        self._schedule.finish(own, env.webhook_id, env.tenant)
         self._outcome(own, env, now, audit.FAILED,
                       {"attempts": env.attempts, "error_type": str(error_type)},
                       own=pipe is None)

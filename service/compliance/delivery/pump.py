@@ -189,7 +189,8 @@ class Pump:
     async def _take(self, count: int) -> int:
         now = self._clock()
         taken = await self._schedule.take(self._redis, count=count, now=now,
-                                          lease_until=now + self._s.delivery_lease_seconds)
+                                          lease_until=now + self._s.delivery_lease_seconds,
+                                          signal_until=now + self._s.delivery_signal_timeout)
         work: list[tuple[Envelope, ssrf.Target | ssrf.UnsafeURLError, int]] = []
         for webhook_id, claim in taken:
             if claim.state is not ClaimState.CLAIMED:

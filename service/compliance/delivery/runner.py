@@ -57,7 +57,8 @@ class DeliveryRunner:
         """Claim, attempt and record one webhook; Redis errors propagate (the lease covers them)."""
         now = self._clock()
         claim = self._schedule.claim(webhook_id, now=now,
-                                     lease_until=now + self._s.delivery_lease_seconds)
+                                     lease_until=now + self._s.delivery_lease_seconds,
+                                     signal_timeout=self._s.delivery_signal_timeout)
         if claim.state is ClaimState.MISSING:
             return RunOutcome.MISSING
         if claim.state is not ClaimState.CLAIMED or claim.envelope is None:

@@ -11,11 +11,13 @@ from enum import StrEnum
 from typing import Any
 
 from compliance.delivery.dispatch import Dispatcher
+from compliance.delivery.fairshare import TenantLimits
 from compliance.delivery.ledger import Ledger
 from compliance.delivery.models import Envelope, envelope_from_dead_letter
 from compliance.store.audit import AuditStore
 from compliance.store.dead_letters import DeadLetterFilter, DeadLetterStore
 from compliance.store.records import EVERYONE, DeadLetter, Scope
+from compliance.store.schedule import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,14 @@ class Submitter:
         lapses."""
         self._ledger.accept(env, self._clock(), signal=self._dispatcher.message(env.webhook_id))
 
-    async def submit_async(self, aclient: Any, env: Envelope, *, most_queued: int) -> bool:
-        """``submit`` on an asyncio client (the API's event loop); False, with nothing written,
-        when the delivery queue already holds ``most_queued`` signals."""
+    async def submit_async(self, aclient: Any, env: Envelope, *, most_queued: int,
+                           limits: TenantLimits | None = None) -> Verdict:
+        """``submit`` on an asyncio client (the API's event loop), refused with nothing written
+        when the delivery queue already holds ``most_queued`` signals or ``env``'s tenant is
+        past its ``limits``."""
         return await self._ledger.accept_async(
             aclient, env, self._clock(), signal=self._dispatcher.message(env.webhook_id),
-            most_queued=most_queued)
+            most_queued=most_queued, limits=limits)
 
     def replay(self, webhook_id: str, *, actor: str, scope: Scope = EVERYONE,
                bulk: bool = False) -> ReplayOutcome:

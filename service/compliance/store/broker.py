@@ -8,10 +8,14 @@ from collections import Counter
 import redis
 
 
-def queue_length(client: redis.Redis, *, prefix: str, queue: str) -> int:
-    """Waiting messages: LLEN of the prefixed list (plus kombu's priority sub-lists)."""
+def queue_length(client: redis.Redis, *, prefix: str, queue: str,
+                 backlog: str | None = None) -> int:
+    """Waiting messages: LLEN of the prefixed list (plus kombu's priority sub-lists), and the
+    signals waiting in ``backlog`` (a sorted set) for room on it."""
     pipe = client.pipeline(transaction=False)
     pipe.llen(f"{prefix}{queue}")
+    if backlog is not None:
+        pipe.zcard(backlog)
     for priority in (3, 6, 9):
         pipe.llen(f"{prefix}{queue}\x06\x16{priority}")
     return sum(int(n) for n in pipe.execute())

@@ -32,6 +32,18 @@ BREAKER_NOT_CLOSED_INDEX = "compliance:index:breakers:not_closed"
 INFLIGHT_PREFIX = "compliance:inflight:"
 PARKED_PREFIX = "compliance:parked:"
 PARKED_INDEX = "compliance:index:parked"
+# Fair shares between tenants. Live (queued or scheduled) webhooks per tenant, for its cap (score:
+# when accepted, so entries of records that expired unsettled are pruned), and its submission
+# rate's theoretical arrival time (GCRA). The fair backlog: delivery signals waiting for room on
+# the short delivery list, scored by virtual time so that tenants take turns (start-time fair
+# queueing), with each tenant's last tag and the clock (the tag of the last signal let out).
+TENANT_LIVE_PREFIX = "compliance:tenant_live:"
+TENANT_RATE_PREFIX = "compliance:tenant_rate:"
+FAIR_BACKLOG = "compliance:fair:backlog"
+FAIR_TAGS = "compliance:fair:tags"
+FAIR_CLOCK = "compliance:fair:clock"
+# Keys of the default tenant (tenant None: keys from COMPLIANCE_PRODUCER_API_KEYS).
+DEFAULT_TENANT_TAG = "-"
 # Report records (JSON, with a TTL) and the run counter that bounds redeliveries of a report task.
 REPORT_PREFIX = "compliance:report:"
 REPORT_RUNS_PREFIX = "compliance:report_runs:"
@@ -94,6 +106,21 @@ def report_key(report_id: str) -> str:
 def webhook_key(webhook_id: str) -> str:
     """Hash holding a live webhook's envelope, lease and run count."""
     return f"{WEBHOOK_PREFIX}{webhook_id}"
+
+
+def tenant_tag(tenant: str | None) -> str:
+    """A tenant's name in keys (the default tenant is ``-``)."""
+    return DEFAULT_TENANT_TAG if tenant is None else tenant
+
+
+def tenant_live_key(tenant: str | None) -> str:
+    """Sorted set of a tenant's live webhooks (score: when accepted)."""
+    return f"{TENANT_LIVE_PREFIX}{tenant_tag(tenant)}"
+
+
+def tenant_rate_key(tenant: str | None) -> str:
+    """A tenant's submission-rate state (the GCRA's theoretical arrival time)."""
+    return f"{TENANT_RATE_PREFIX}{tenant_tag(tenant)}"
 # Tenants (see compliance.store.tenants): one hash per tenant, their index, each producer key's
 # record under the SHA-256 of the key, each tenant's key ids, and its encrypted signing secrets.
 TENANT_PREFIX = "compliance:tenant:"

@@ -365,6 +365,13 @@ class StatusStore:
         its envelope goes and it leaves the schedule (a queued signal then finds nothing to
         claim). An attempt already in flight may still land and write a new record."""
         pipe = self._r.pipeline(transaction=False)
+        for member in members:
+            pipe.hget(keys.webhook_key(member), "tenant")
+        tenants = pipe.execute()
+        pipe = self._r.pipeline(transaction=False)
+        for member, tag in zip(members, tenants, strict=True):
+            if tag is not None:  # it no longer counts against its tenant's cap
+                pipe.zrem(f"{keys.TENANT_LIVE_PREFIX}{tag}", member)
         pipe.delete(*[keys.webhook_key(member) for member in members])
         pipe.zrem(keys.DUE_INDEX, *members)
         pipe.zrem(keys.LEASE_INDEX, *members)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,7 +17,8 @@ from compliance.api.deps import ContainerDep, ProducerAuth, ProducerDep
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
 from compliance.api.principal import Principal
-from compliance.api.routes.webhooks import await_replicas, check_url, shed_load
+from compliance.api.routes.webhooks import await_replicas, check_url, refused, shed_load
+from compliance.delivery import fairshare
 from compliance.delivery.submit import new_webhook_id
 from compliance.reports import render, workflow
 from compliance.reports.facade import ComplianceFacade, FrameworkInfo
@@ -135,7 +137,7 @@ def validate_request(body: ReportRequest, facade: ComplianceFacade, *, max_evide
 
 
 @router.post("/reports", status_code=202, response_model=ReportAccepted,
-             responses=error_responses(401, 403, 413, 422, 503))
+             responses=error_responses(401, 403, 413, 422, 429, 503))
 async def submit_report(body: ReportRequest, container: ContainerDep, reports: ReportsDep,
                         request: Request, principal: ProducerDep) -> ReportAccepted:
     """Accept a report: validate, store the evidence, queue generation."""
@@ -146,6 +148,13 @@ async def submit_report(body: ReportRequest, container: ContainerDep, reports: R
                      max_json_depth=settings.max_json_depth)
     await check_url(settings, body.webhook_url, "body.webhook_url")
     await shed_load(container, settings.queue_name)
+    # The report ends in a webhook of this tenant's: its cap and rate apply now.
+    limits = fairshare.limits_for(settings)
+    verdict = await asyncio.to_thread(
+        container.schedule.admit, principal.tenant, now=time.time(),
+        ttl=settings.status_ttl_open, cap=limits.cap, rate=limits.rate, burst=limits.burst)
+    if not verdict.accepted:
+        raise refused(settings, verdict)
     storage = reports.need_storage()
     try:
         accepted = await asyncio.to_thread(

@@ -22,13 +22,14 @@ from compliance.api.deps import (
 from compliance.api.errors import APIError, error_responses, field_error
 from compliance.api.json_limits import check_body
 from compliance.api.principal import Principal
-from compliance.delivery import ssrf
+from compliance.delivery import fairshare, ssrf
 from compliance.delivery.models import Envelope
 from compliance.delivery.submit import new_webhook_id
 from compliance.observability import metrics
 from compliance.settings import Settings
 from compliance.store import replication
 from compliance.store.records import Scope, Status, WebhookStatus
+from compliance.store.schedule import Admission, Verdict
 from compliance.store.statuses import CleanupRule, decode_cursor
 from compliance.store.tenants import TENANT_ID_PATTERN
 from compliance.wiring import Container
@@ -100,6 +101,21 @@ def overloaded(settings: Settings, queue: str) -> APIError:
                     headers={"Retry-After": str(settings.shed_retry_after_seconds)})
 
 
+def refused(settings: Settings, verdict: Verdict) -> APIError:
+    """The answer to a refused submission: 503 for the fleet's full queue, 429 for a tenant
+    past its own cap or rate (other tenants are not affected), each with Retry-After."""
+    if verdict.admission is Admission.OVERLOADED:
+        return overloaded(settings, settings.delivery_queue_name)
+    wait = fairshare.retry_after(verdict, cap_retry_after=settings.shed_retry_after_seconds)
+    if verdict.admission is Admission.TENANT_CAP:
+        message = (f"this tenant has {settings.tenant_max_live_webhooks} webhooks queued or "
+                   "scheduled, its cap; retry once some are delivered")
+        return APIError(429, "tenant_cap", message, headers={"Retry-After": str(wait)})
+    return APIError(429, "tenant_rate",
+                    f"this tenant submits faster than its rate; retry in {wait} s",
+                    headers={"Retry-After": str(wait)})
+
+
 _last_unreplicated_log = float("-inf")
 
 
@@ -150,7 +166,7 @@ def listing_scope(principal: Principal, tenant: str | None) -> Scope:
 
 
 @router.post("/webhooks", status_code=202, response_model=Accepted,
-             responses=error_responses(401, 403, 413, 422, 503))
+             responses=error_responses(401, 403, 413, 422, 429, 503))
 async def submit_webhook(body: WebhookRequest, request: Request,
                          principal: ProducerDep) -> JSONResponse:
     """Accept a webhook and queue its delivery."""
@@ -165,9 +181,12 @@ async def submit_webhook(body: WebhookRequest, request: Request,
     cid = correlation_id.get() or ""
     env = Envelope(webhook_id=new_webhook_id(), url=body.url, event=body.event,
                    payload=body.payload, correlation_id=cid, tenant=principal.tenant)
-    # The queue-length check, the record and the signal: one script, on this event loop.
-    if not await submitter.submit_async(aredis, env, most_queued=settings.max_queue_length):
-        raise overloaded(settings, settings.delivery_queue_name)
+    # The queue-length check, the tenant's cap and rate, the record and the signal: one script,
+    # on this event loop.
+    verdict = await submitter.submit_async(aredis, env, most_queued=settings.max_queue_length,
+                                           limits=fairshare.limits_for(settings))
+    if not verdict.accepted:
+        raise refused(settings, verdict)
     await await_replicas_async(container, aredis)
     # The answer as a response, not a model: FastAPI would validate and serialise it again (the
     # route's response_model still documents it). The status URL is the route's path under the

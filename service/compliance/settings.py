@@ -229,11 +229,14 @@ class Settings(BaseSettings):
     # Seconds the API suggests in Retry-After when it sheds load (503), or when a tenant is at
     # its cap of live webhooks (429).
     shed_retry_after_seconds: int = Field(default=30, ge=1)
-    # Live (queued or scheduled: pending or retrying) webhooks one tenant may have at once;
-    # past it, that tenant's POST /webhooks and POST /reports get 429 (0: no cap). Below
-    # max_queue_length, so that one tenant cannot fill the queue for every other (the default
-    # tenant, keys from COMPLIANCE_PRODUCER_API_KEYS, is one tenant among others).
+    # Live (queued or scheduled: pending or retrying) webhooks one named tenant may have at
+    # once; past it, that tenant's POST /webhooks and POST /reports get 429 (0: no cap). Below
+    # max_queue_length, so that one tenant cannot fill the queue for every other.
     tenant_max_live_webhooks: int = Field(default=5000, ge=0)
+    # The same cap for the default tenant (keys from COMPLIANCE_PRODUCER_API_KEYS). 0, no cap,
+    # so an install without named tenants behaves as before (503 at max_queue_length only); set
+    # it where named tenants share the install with environment keys.
+    default_tenant_max_live_webhooks: int = Field(default=0, ge=0)
     # Submissions per second one tenant may make (webhooks and reports; 0: unlimited); past it,
     # 429 with the seconds until the next would pass.
     tenant_submit_rate: float = Field(default=0.0, ge=0)

@@ -57,6 +57,7 @@ def tenant_api(env: dict[str, str]) -> Iterator[tuple[TestClient, Container]]:
     """The real app, whose producer is the tenant named in ``X-Test-Tenant`` (none: the
     default tenant): a Principal as the tenants branch's keys will resolve it."""
     settings = settings_from_env({**env, "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "3",
+                                  "COMPLIANCE_DEFAULT_TENANT_MAX_LIVE_WEBHOOKS": "3",
                                   "COMPLIANCE_FAIR_QUEUE_DEPTH": "2"})
     app = create_app(settings)
 
@@ -72,6 +73,13 @@ def tenant_api(env: dict[str, str]) -> Iterator[tuple[TestClient, Container]]:
 def _post(api: TestClient, tenant: str | None, url: str = "http://127.0.0.1:9/hook") -> object:
     headers = {"X-Test-Tenant": tenant} if tenant else {}
     return api.post("/webhooks", json={"url": url, "event": "e", "payload": {}}, headers=headers)
+
+
+def test_without_its_cap_set_the_default_tenant_meets_only_the_fleets_queue_length(env):
+    settings = settings_from_env({**env, "COMPLIANCE_TENANT_MAX_LIVE_WEBHOOKS": "2"})
+    with TestClient(create_app(settings), headers={"X-API-Key": PRODUCER_KEY}) as api:
+        for _ in range(4):
+            assert _post(api, None).status_code == 202
 
 
 def test_a_tenant_at_its_cap_gets_429_and_other_tenants_do_not(tenant_api):
@@ -100,7 +108,7 @@ def test_a_tenant_at_its_cap_gets_429_and_other_tenants_do_not(tenant_api):
     # other tenants, and the default tenant, are not affected
     for other in ("globex", None, None, None):
         assert _post(api, other).status_code == 202
-    assert _post(api, None).status_code == 429  # the default tenant is one tenant among others
+    assert _post(api, None).status_code == 429  # the default tenant's own cap (set here)
     # the tenant carried into the record
     record = container.statuses.get(accepted[0])
     assert record is not None and record.tenant == "acme"

@@ -53,6 +53,14 @@ def test_retry_after_is_the_rates_wait_rounded_up_or_the_caps_setting() -> None:
 def test_a_tenants_own_limits_replace_the_defaults() -> None:
     settings = Settings(dev_mode=True, tenant_max_live_webhooks=7, tenant_submit_rate=3.0,
                         tenant_submit_burst=9)
-    assert limits_for(settings) == TenantLimits(cap=7, rate=3.0, burst=9)
+    assert limits_for(settings, "ten_a") == TenantLimits(cap=7, rate=3.0, burst=9)
     own = TenantLimits(cap=1)
-    assert limits_for(settings, own) is own
+    assert limits_for(settings, "ten_a", own) is own
+
+
+def test_the_default_tenant_has_no_cap_unless_one_is_set() -> None:
+    """An install without named tenants behaves as before: environment keys meet only the
+    fleet's max_queue_length."""
+    assert limits_for(Settings(dev_mode=True), None).cap == 0
+    assert limits_for(Settings(dev_mode=True), "ten_a").cap == 5000
+    assert limits_for(Settings(dev_mode=True, default_tenant_max_live_webhooks=40), None).cap == 40

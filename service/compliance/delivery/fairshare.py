@@ -30,12 +30,16 @@ class TenantLimits:
     burst: int = 1
 
 
-def limits_for(settings: Settings, override: TenantLimits | None = None) -> TenantLimits:
-    """A tenant's limits: its own (``override``, from its record) or the deployment's default."""
+def limits_for(settings: Settings, tenant: str | None,
+               override: TenantLimits | None = None) -> TenantLimits:
+    """A tenant's limits: its own (``override``, from its record) or the deployment's default
+    (the default tenant, None, has a cap of its own: none unless configured)."""
     if override is not None:
         return override
-    return TenantLimits(cap=settings.tenant_max_live_webhooks,
-                        rate=settings.tenant_submit_rate, burst=settings.tenant_submit_burst)
+    cap = (settings.default_tenant_max_live_webhooks if tenant is None
+           else settings.tenant_max_live_webhooks)
+    return TenantLimits(cap=cap, rate=settings.tenant_submit_rate,
+                        burst=settings.tenant_submit_burst)
 
 
 def decide(*, queued: int, most_queued: int, live: int, limits: TenantLimits, now: float,

@@ -149,7 +149,7 @@ async def submit_report(body: ReportRequest, container: ContainerDep, reports: R
     await check_url(settings, body.webhook_url, "body.webhook_url")
     await shed_load(container, settings.queue_name)
     # The report ends in a webhook of this tenant's: its cap and rate apply now.
-    limits = fairshare.limits_for(settings)
+    limits = fairshare.limits_for(settings, principal.tenant)
     verdict = await asyncio.to_thread(
         container.schedule.admit, principal.tenant, now=time.time(),
         ttl=settings.status_ttl_open, cap=limits.cap, rate=limits.rate, burst=limits.burst)

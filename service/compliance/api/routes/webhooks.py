@@ -184,7 +184,7 @@ async def submit_webhook(body: WebhookRequest, request: Request,
     # The queue-length check, the tenant's cap and rate, the record and the signal: one script,
     # on this event loop.
     verdict = await submitter.submit_async(aredis, env, most_queued=settings.max_queue_length,
-                                           limits=fairshare.limits_for(settings))
+                                           limits=fairshare.limits_for(settings, principal.tenant))
     if not verdict.accepted:
         raise refused(settings, verdict)
     await await_replicas_async(container, aredis)

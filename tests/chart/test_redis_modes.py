@@ -173,7 +173,7 @@ def test_retention_cronjob_runs_compliance_cleanup_with_the_rule_and_storage():
     from compliance.cli.cleanup import cleanup
 
     params = cleanup.make_context("cleanup", args[1:]).params
-    assert params == {"status": "failed", "older_than_days": 30.0, "documents": False}
+    assert params == {"status": "failed", "older_than_days": 30.0, "documents": False, "audit": True}
     s3 = docs_of(template("storage.backend=s3", "storage.s3.bucket=b").stdout)
     (cron,) = by_kind(s3, "CronJob")
     env = {e["name"]: e.get("value") for e in cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]}

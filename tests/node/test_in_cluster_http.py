@@ -39,8 +39,9 @@ with httpx.Client(base_url=api, headers=h, timeout=10) as c:
     while time.monotonic() < deadline:
         statuses = {w: c.get(f"/webhook-statuses/{w}").json()["status"] for w in out["accepted"]}
         report = c.get(f"/reports/{report_id}").json()
+        # the report's webhook has no status record until the report is generated (404)
         if all(s == "delivered" for s in statuses.values()) and report.get("webhook_id") and \
-                c.get(f"/webhook-statuses/{report['webhook_id']}").json()["status"] == "delivered":
+                c.get(f"/webhook-statuses/{report['webhook_id']}").json().get("status") == "delivered":
             break
         time.sleep(1)
     out["statuses"] = statuses

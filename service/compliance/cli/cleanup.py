@@ -34,7 +34,6 @@ def cleanup(status: str | None, older_than_days: float | None, documents: bool,
     # Imported here: the service stack loads prometheus_client, which `compliance worker` must
     # configure first (same CLI). Its multiprocess directory (the chart sets one) must exist.
     ensure_multiproc_dir()
-    import redis
     from pydantic import ValidationError
 
     from compliance.reports import audit_archive, retention
@@ -66,8 +65,6 @@ def cleanup(status: str | None, older_than_days: float | None, documents: bool,
             archived = audit_archive.archive(
                 services.audit, services.storage, before=now - settings.audit_redis_seconds,
                 segment_entries=settings.audit_segment_entries).as_dict()
-    except redis.RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
     except StorageError as exc:
         raise click.ClickException(f"report storage failed: {exc}") from exc
     finally:

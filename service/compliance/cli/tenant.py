@@ -39,7 +39,6 @@ def _run(action: Callable[[TenantStore], Any], *, audited: str | None = None,
          detail: Callable[[Any], dict[str, Any]] | None = None) -> Any:
     """Run ``action`` on the tenant store; a change that took place (a truthy result) is
     recorded in the audit trail as ``audited``, by ``system:cli``."""
-    import redis
 
     from compliance.store.audit import SYSTEM_CLI
     from compliance.store.tenants import NotFound, TenancyUnavailable
@@ -56,8 +55,6 @@ def _run(action: Callable[[TenantStore], Any], *, audited: str | None = None,
         raise click.ClickException(str(exc)) from exc
     except NotFound as exc:
         raise click.ClickException(f"no tenant {exc}") from exc
-    except redis.RedisError as exc:
-        raise click.ClickException(f"Redis is unavailable: {type(exc).__name__}: {exc}") from exc
     finally:
         container.close()
 

@@ -167,9 +167,8 @@ class Deliverer:
         self._breakers.record(origin, breaker_result, was_probe=was_probe, now=now, pipe=pipe,
                               webhook_id=env.webhook_id)
         metrics.WEBHOOK_DELIVERY_DURATION.observe(result.duration_seconds)
-        metrics.WEBHOOK_ATTEMPTS.labels(
-            result="delivered" if outcome.delivered else str(outcome.error_type)
-        ).inc()
+        metrics.child(metrics.WEBHOOK_ATTEMPTS,
+                      "delivered" if outcome.delivered else str(outcome.error_type)).inc()
         attempt = Attempt(
             at=now, status_code=result.status_code,
             error_type=(outcome.error_type or "none"),
@@ -194,7 +193,7 @@ class Deliverer:
         )
         if step.action is Action.DELIVERED:
             self._ledger.delivered(env, now, pipe=pipe)
-            metrics.WEBHOOK_DELIVERIES.labels(outcome="delivered").inc()
+            metrics.child(metrics.WEBHOOK_DELIVERIES, "delivered").inc()
             log.info("webhook delivered", extra={"webhook_id": env.webhook_id,
                                                  "attempts": env.attempts})
             return AttemptOutcome.DELIVERED

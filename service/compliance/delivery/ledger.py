@@ -74,8 +74,8 @@ class Ledger:
     def delivered(self, env: Envelope, now: float, pipe: Any = None) -> None:
         """``delivered``; the envelope goes (a delivered webhook is never sent again)."""
         own = self._r.pipeline(transaction=True) if pipe is None else pipe
-        self._statuses.put(status_record(env, Status.DELIVERED, now), own)
-        self._schedule.finish(own, env.webhook_id, env.tenant)
+        self._schedule.finish(own, self._statuses.put_call(status_record(env, Status.DELIVERED, now)),
+                              env.tenant, loaded=pipe is not None)
         self._outcome(own, env, now, audit.DELIVERED, {"attempts": env.attempts},
                       own=pipe is None)
         if pipe is None:
@@ -124,9 +124,9 @@ class Ledger:
                 "payload": {}, "error": f"{message} (payload not kept: it cannot be serialised)"})
         own = self._r.pipeline(transaction=True) if pipe is None else pipe
         self._dlq.put(entry, own)
-        self._statuses.put(status_record(env, Status.FAILED, now, error=(error_type, message),
-                                         status_code=status_code), own)
-        self._schedule.finish(own, env.webhook_id, env.tenant)
+        self._schedule.finish(own, self._statuses.put_call(status_record(
+            env, Status.FAILED, now, error=(error_type, message), status_code=status_code)),
+            env.tenant, loaded=pipe is not None)
         self._outcome(own, env, now, audit.FAILED,
                       {"attempts": env.attempts, "error_type": str(error_type)},
                       own=pipe is None)

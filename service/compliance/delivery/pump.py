@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import uvloop
 from asgi_correlation_id import correlation_id
 from pydantic import ValidationError
 
@@ -99,8 +100,13 @@ class Pump:
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Run the engine in a daemon thread with its own event loop."""
-        threading.Thread(target=lambda: asyncio.run(self.run()), name="delivery-pump",
-                         daemon=True).start()
+        threading.Thread(target=self._serve, name="delivery-pump", daemon=True).start()
+
+    def _serve(self) -> None:
+        # uvloop: the engine is event-loop bound (a timer, a write and a read per request and per
+        # Redis round trip); libuv's loop costs a fraction of the selector loop's Python.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self.run())
 
     @property
     def in_flight(self) -> int:
@@ -257,8 +263,8 @@ class Pump:
             await self._commit(lambda pipe: self._ledger.reschedule(
                 env, now, due_at=now + min(60, 2 ** runs), reset_runs=False,
                 error=(ErrorType.INTERNAL, "delivery attempt crashed"), pipe=pipe))
-        metrics.TASKS.labels(task="deliver_webhook", state=state).inc()
-        metrics.TASK_DURATION.labels(task="deliver_webhook").observe(time.monotonic() - started)
+        metrics.child(metrics.TASKS, "deliver_webhook", state).inc()
+        metrics.child(metrics.TASK_DURATION, "deliver_webhook").observe(time.monotonic() - started)
         self._finished(env.webhook_id)
 
     def _finished(self, webhook_id: str) -> None:

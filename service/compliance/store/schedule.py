@@ -276,6 +276,19 @@ redis.call('RPUSH', KEYS[4], ARGV[1])
 return 1
 """
 
+# A settled webhook (delivered or dead-lettered): its final status record (PUT_STATUS_FN), and
+# nothing of it left here (envelope hash, tenant's live set, due and lease indexes).
+# KEYS: record, new-status index, webhook hash, tenant live set, due, leased.
+# ARGV: as PUT_STATUS_FN takes them (json, ttl, score, id, status, index prefix, tenant).
+_FINISH = PUT_STATUS_FN + """
+put_status(KEYS[1], KEYS[2], ARGV[6], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7])
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('ZREM', KEYS[5], ARGV[4])
+redis.call('ZREM', KEYS[6], ARGV[4])
+return 1
+"""
+
 # A tenant's cap and rate: nil when a submission passes (its rate's arrival time is then
 # advanced), or the refusal {code, seconds}. Entries of the tenant's live set older than the
 # envelope's TTL (records that expired unsettled) are not counted (and pruned by the accept
@@ -476,6 +489,7 @@ class ScheduleStore:
         self._accept = client.register_script(_ACCEPT)
         self._admit = client.register_script(_ADMIT)
         self._hand_over = client.register_script(_HAND_OVER)
+        self._finish = client.register_script(_FINISH)
         self._take_scripts: dict[int, Any] = {}
         self._accept_scripts: dict[int, Any] = {}
 
@@ -542,13 +556,21 @@ class ScheduleStore:
         pipe.expire(parked, ttl)
         pipe.zadd(keys.PARKED_INDEX, {destination: look_at}, lt=True)
 
-    def finish(self, pipe: Any, webhook_id: str, tenant: str | None) -> None:
-        """The webhook is settled (delivered or dead-lettered): nothing of it stays here, and it
-        no longer counts against its tenant's cap."""
-        pipe.delete(keys.webhook_key(webhook_id))
-        pipe.zrem(keys.tenant_live_key(tenant), webhook_id)
-        pipe.zrem(keys.DUE_INDEX, webhook_id)
-        pipe.zrem(keys.LEASE_INDEX, webhook_id)
+    def finish(self, pipe: Any, put: tuple[list[str], list[str | int]], tenant: str | None, *,
+               loaded: bool) -> None:
+        """The webhook is settled (delivered or dead-lettered): its final status record is
+        written (``put``: ``StatusStore.put_call``), nothing of it stays here, and it no longer
+        counts against its tenant's cap; one script call on ``pipe``. ``loaded``: the pipeline
+        loads ``scripts`` before it runs (the delivery engine's does), so the call goes as
+        EVALSHA; otherwise as EVAL with the text (no SCRIPT EXISTS round trip of its own)."""
+        status_keys, status_args = put
+        webhook_id = str(status_args[3])
+        call_keys = [*status_keys, keys.webhook_key(webhook_id), keys.tenant_live_key(tenant),
+                     keys.DUE_INDEX, keys.LEASE_INDEX]
+        if loaded:
+            self._finish(keys=call_keys, args=status_args, client=pipe)
+        else:
+            pipe.eval(_FINISH, len(call_keys), *call_keys, *status_args)
 
     def hand_over(self, webhook_id: str, *, now: float) -> bool:
         """Give a signalled webhook to the delivery engine (its take reads the handed list
@@ -599,7 +621,7 @@ class ScheduleStore:
     @property
     def scripts(self) -> list[Any]:
         """The Lua scripts that may run inside a pipeline (loaded before an asyncio one)."""
-        return [self._claim, self._sweep]
+        return [self._claim, self._sweep, self._finish]
 
     def sweep(self, *, now: float, signal_until: float, limit: int) -> Sweep:
         """Take due and lapsed webhooks for signalling; safe in any number of processes at once."""

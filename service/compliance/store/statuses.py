@@ -122,20 +122,20 @@ class StatusStore:
         holding a registered script checks it with SCRIPT EXISTS, an extra round trip on every
         execute, and EVALSHA inside MULTI cannot fall back (a NOSCRIPT there would leave the
         transaction's other writes done)."""
-        record_keys = [keys.status_key(record.webhook_id), keys.status_index(record.status)]
-        args: list[str | int] = [
-            self.serialise(record),
-            self._settings.ttl_for_status(record.status),
-            repr(record.updated_at),
-            record.webhook_id,
-            record.status.value,
-            keys.STATUS_INDEX_BY,
-            record.tenant or "",
-        ]
+        record_keys, args = self.put_call(record)
         if pipe is None:
             self._put(keys=record_keys, args=args)
         else:
             pipe.eval(_PUT, len(record_keys), *record_keys, *args)
+
+    def put_call(self, record: WebhookStatus) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of ``PUT_STATUS_FN``'s call for ``record`` (the order the
+        scripts that write a record take them in: record, index; json, ttl, score, id,
+        status, index prefix, tenant)."""
+        return ([keys.status_key(record.webhook_id), keys.status_index(record.status)],
+                [self.serialise(record), self._settings.ttl_for_status(record.status),
+                 repr(record.updated_at), record.webhook_id, record.status.value,
+                 keys.STATUS_INDEX_BY, record.tenant or ""])
 
     @staticmethod
     def serialise(record: WebhookStatus) -> str:

@@ -78,6 +78,10 @@ class Pump:
         self._redis_factory = redis_factory
         self._scripts = scripts
         self.max_in_flight = max_in_flight
+        # When nearly full, wait for this many free slots before taking again: a take is a
+        # script and a breaker pipeline (three round trips) whatever its size, and topping up
+        # one slot at a time as each delivery ends cost more than the deliveries it fed.
+        self._min_take = max(1, max_in_flight // 16)
         self._clock = clock
         self._redis: Any = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -155,7 +159,7 @@ class Pump:
             while not self._stopping.is_set():
                 self.last_turn = time.monotonic()
                 free = self.max_in_flight - len(self._in_flight)
-                if free <= 0:
+                if free < self._min_take and self._in_flight:
                     self._room.clear()
                     await self._wait_for_room()
                     continue
@@ -222,8 +226,9 @@ class Pump:
             return len(taken)
         decisions = await self._acquire(
             [(t.origin, env.webhook_id) for env, t, _ in work if isinstance(t, ssrf.Target)], now)
+        answers = iter(decisions)
         for env, target, runs in work:
-            decision = decisions.pop(0) if isinstance(target, ssrf.Target) else None
+            decision = next(answers) if isinstance(target, ssrf.Target) else None
             task = asyncio.create_task(self._deliver(env, target, runs, decision))
             self._in_flight.add(task)
             task.add_done_callback(self._done)
@@ -243,7 +248,8 @@ class Pump:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._room is not None:
+        if self._room is not None and (
+                self.max_in_flight - len(self._in_flight) >= self._min_take or not self._in_flight):
             self._room.set()
 
     # --- one delivery -------------------------------------------------------------------------

@@ -118,7 +118,7 @@ class Skaffold:
     def __init__(self, binary: Path, cluster: NodeCluster, docker_env: dict[str, str], home: Path) -> None:
         self.binary = binary
         self.cluster = cluster
-        bin_dir = home / "bin"
+        self.bin_dir = bin_dir = home / "bin"
         bin_dir.mkdir(parents=True)
         (bin_dir / "helm").symlink_to(cluster.tools_dir / "helm3")
         (bin_dir / "kubectl").symlink_to(cluster.tools_dir / "kubectl")
@@ -131,6 +131,11 @@ class Skaffold:
                     "HELM_CACHE_HOME": str(home / "helm-cache"), "HELM_CONFIG_HOME": str(home / "helm-config"),
                     "HELM_DATA_HOME": str(home / "helm-data"),
                     "SKAFFOLD_UPDATE_CHECK": "false", "SKAFFOLD_INTERACTIVE": "false"}
+
+    def helm_releases(self) -> list[str]:
+        out = subprocess.run([str(self.bin_dir / "helm"), "list", "-n", DEV_NS, "-q"], env=self.env, capture_output=True, text=True,
+                             check=True, timeout=60)
+        return out.stdout.split()
 
     def __call__(self, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], float]:
         t0 = time.monotonic()
@@ -220,7 +225,11 @@ def test_skaffold_builds_with_docker_and_deploys_the_chart_onto_the_node(
         # ---- skaffold delete: the release goes (its PVCs and namespace with it)
         t0 = time.monotonic()
         skaffold("delete", "-p", "containerd,no-crds", timeout=300)
-        node_cluster.kubectl("delete", "namespace", DEV_NS, "--wait=true", "--timeout=120s", check=False,
-                             timeout=150)
+        assert "compliance" not in skaffold.helm_releases(), "skaffold delete left the release"
+        # The workers' grace periods (60-90 s) are for real deliveries; this namespace has none.
+        node_cluster.kubectl("delete", "pods", "--all", "-n", DEV_NS, "--grace-period=0", "--force", check=False)
+        gone = node_cluster.kubectl("delete", "namespace", DEV_NS, "--wait=true", "--timeout=120s", check=False,
+                                    timeout=150)
         print(f"skaffold delete + namespace: {time.monotonic() - t0:.0f}s", file=sys.stderr)
-    assert not node_cluster.kubectl("get", "pods", "-n", DEV_NS, "-o", "name", check=False).stdout.strip()
+    left = node_cluster.kubectl("get", "all,pvc", "-n", DEV_NS, "-o", "name", check=False).stdout.strip()
+    assert gone.returncode == 0 and not left, f"namespace {DEV_NS} not gone: {gone.stderr}\n{left}"

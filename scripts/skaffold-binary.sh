@@ -3,11 +3,12 @@
 # (tests/node/test_skaffold_on_node.py) and for anyone who wants the repo's skaffold.yaml
 # without a downloaded binary.
 #
-#   scripts/skaffold-binary.sh [VERSION]       # default: $SKAFFOLD_VERSION or v2.16.1
+#   scripts/skaffold-binary.sh [VERSION]       # default: $NODE_SKAFFOLD_VERSION or v2.16.1
 #
 # Output: ${COMPLIANCE_TOOLS_CACHE:-$HOME/.cache/compliance-reporting}/node/skaffold-<VERSION>-<go version>/skaffold
 # (the directory is the LAST stdout line; logs go to stderr). Keyed on the version, the Go
-# toolchain and this script: a warm run is a fast no-op.
+# toolchain and the build flags: a warm run is a fast no-op. (Not SKAFFOLD_VERSION: skaffold reads
+# SKAFFOLD_* variables as its own flags.)
 #
 # `go install github.com/GoogleContainerTools/skaffold/v2/cmd/skaffold@VERSION` refuses the module
 # (its go.mod has `replace` directives: docker/docker, docker/cli, viper, ...), so the module's
@@ -18,7 +19,7 @@
 # zip, so -mod=readonly with the module cache.
 set -euo pipefail
 
-VERSION="${1:-${SKAFFOLD_VERSION:-v2.16.1}}"
+VERSION="${1:-${NODE_SKAFFOLD_VERSION:-v2.16.1}}"
 MODULE=github.com/GoogleContainerTools/skaffold/v2
 CACHE="${COMPLIANCE_TOOLS_CACHE:-$HOME/.cache/compliance-reporting}"
 
@@ -31,7 +32,10 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
 goversion="$(go env GOVERSION)"
 dir="$CACHE/node/skaffold-$VERSION-$goversion"
-stamp="$( { echo "$MODULE@$VERSION $(go env GOVERSION GOOS GOARCH)"; cat "$0"; } | sha256sum | cut -d' ' -f1)"
+tags="timetzdata osusergo netgo release"
+ldflags="-s -w -X $MODULE/pkg/skaffold/version.version=$VERSION"
+stamp="$(echo "$MODULE@$VERSION $(go env GOVERSION GOOS GOARCH) CGO_ENABLED=0 -trimpath -tags $tags -ldflags $ldflags" \
+  | sha256sum | cut -d' ' -f1)"
 if [[ -x $dir/skaffold && -f $dir/.stamp && "$(cat "$dir/.stamp")" == "$stamp" ]]; then
   log "reusing $dir"
   echo "$dir"
@@ -59,9 +63,8 @@ chmod -R u+w "$tmp/src"
 t1=$(date +%s)
 log "source of $MODULE@$VERSION in $(( t1 - t0 ))s; building cmd/skaffold with $goversion ..."
 
-ldflags="-s -w -X $MODULE/pkg/skaffold/version.version=$VERSION"
 (cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath \
-  -tags "timetzdata osusergo netgo release" -ldflags "$ldflags" -o "$tmp/out/skaffold" ./cmd/skaffold) >&2
+  -tags "$tags" -ldflags "$ldflags" -o "$tmp/out/skaffold" ./cmd/skaffold) >&2
 "$tmp/out/skaffold" version >/dev/null
 echo "$stamp" >"$tmp/out/.stamp"
 chmod 755 "$tmp/out"

@@ -13,7 +13,8 @@
 #   * registry.k8s.io/pause:<version>: pause.c from the k8s.io/kubernetes module, `gcc -static`.
 #
 # Output: ${COMPLIANCE_TOOLS_CACHE:-$HOME/.cache/compliance-reporting}/node/images/images-<key>.tar
-# (the LAST stdout line), keyed on: the Dockerfile and every file it copies (.dockerignore's
+# (the LAST stdout line; the line before it is the base rootfs tarball, which the skaffold test
+# imports into its own Docker engine as the Dockerfile's FROM), keyed on: the Dockerfile and every file it copies (.dockerignore's
 # list), this script, the Debian suite/mirror, the host's extra CA certificates and the pause
 # version. The debootstrap rootfs is cached separately (base-<key>.tar.gz), so a code change
 # rebuilds only the project's image (~2 min), not the base (~3.5 min).
@@ -56,8 +57,9 @@ images_key="$( {
 base_tar="$out_dir/base-$SUITE-$base_key.tar.gz"
 images_tar="$out_dir/images-$images_key.tar"
 
-if [[ -s $images_tar ]]; then
+if [[ -s $images_tar && -s $base_tar ]]; then
   log "reusing $images_tar"
+  echo "$base_tar"
   echo "$images_tar"
   exit 0
 fi
@@ -65,7 +67,7 @@ fi
 mkdir -p "$out_dir"
 exec 9>"$out_dir/.lock"
 if command -v flock >/dev/null 2>&1; then flock 9; fi
-if [[ -s $images_tar ]]; then log "reusing $images_tar"; echo "$images_tar"; exit 0; fi
+if [[ -s $images_tar && -s $base_tar ]]; then log "reusing $images_tar"; echo "$base_tar"; echo "$images_tar"; exit 0; fi
 
 for c in dockerd debootstrap gcc; do
   command -v "$c" >/dev/null || { log "$c is missing (scripts/system-deps.sh node installs it)"; exit 3; }
@@ -166,4 +168,5 @@ mv "$images_tar.tmp" "$images_tar"
 # Older archives of the project image are stale: keep only this one (and the base).
 find "$out_dir" -maxdepth 1 -name 'images-*.tar' ! -path "$images_tar" -delete
 log "done in $(( $(date +%s) - t_start ))s: $images_tar ($(du -h "$images_tar" | cut -f1))"
+echo "$base_tar"
 echo "$images_tar"

@@ -14,6 +14,29 @@ SCENARIOS = ["default", *sorted(p.stem for p in (CHART / "ci").glob("*-values.ya
 HELMS = ["helm3", "helm4"]
 
 
+class StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key repeated in one mapping. PyYAML and Helm keep the last
+    one silently; skaffold's post-renderer (and kubectl's strict decoding) refuse the manifest."""
+
+
+def _strict_mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[type-arg]
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} repeated", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def load_all(text: str) -> list[dict]:  # type: ignore[type-arg]
+    """Every object of a multi-document YAML text, no key repeated in any mapping."""
+    return [d for d in yaml.load_all(text, Loader=StrictLoader) if d]
+
+
 @cache
 def tools_bin() -> Path:
     """Directory with helm3 and helm4 (scripts/k8s-tools.sh extracts them once into a cache)."""
@@ -43,7 +66,7 @@ def rendered(version: str, scenario: str) -> tuple[str, tuple[dict, ...]]:
     if scenario != "default":
         args += ["-f", str(CHART / "ci" / f"{scenario}.yaml")]
     text = helm(version, *args).stdout
-    return text, tuple(d for d in yaml.safe_load_all(text) if d)
+    return text, tuple(load_all(text))
 
 
 def template(*sets: str, version: str = "helm4", check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -55,7 +78,7 @@ def template(*sets: str, version: str = "helm4", check: bool = True) -> subproce
 
 
 def docs_of(text: str) -> list[dict]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    return load_all(text)
 
 
 def by_kind(docs, kind):

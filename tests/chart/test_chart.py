@@ -506,3 +506,29 @@ def test_ingress_serves_the_api_and_its_console_under_its_path():
     assert not by_kind(docs_of(template().stdout), "Ingress")  # off by default
     refused = template("api.ingress.enabled=true", "api.ingress.path=compliance", check=False)
     assert refused.returncode != 0  # a path must start with /
+
+
+@pytest.mark.parametrize("version", HELMS)
+def test_skaffold_yaml_points_at_what_the_chart_renders(version: str) -> None:
+    """skaffold.yaml's release (chart path, values files, namespace) lints and renders, with no key
+    repeated (skaffold's post-renderer refuses that); its portForward names the API Service; the
+    dev values leave no WorkerAutoscaler behind `skaffold delete`. tests/node runs it for real."""
+    sk = yaml.safe_load((ROOT / "skaffold.yaml").read_text())
+    release = sk["deploy"]["helm"]["releases"][0]
+    values = [str(ROOT / f) for f in release["valuesFiles"]]
+    assert all(Path(v).is_file() for v in values), values
+    args = [str(ROOT / release["chartPath"]), *(a for v in values for a in ("-f", v)),
+            "--set", "image.repository=compliance-reporting", "--set", "image.tag=0123abcd"]
+    lint = helm(version, "lint", "--strict", *args, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = docs_of(helm(version, "template", release["name"], *args, "-n", release["namespace"]).stdout)
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    for fwd in sk["portForward"]:
+        assert fwd["resourceType"] == "service" and fwd["namespace"] == release["namespace"]
+        svc = services[fwd["resourceName"]]
+        assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "api"
+        assert fwd["port"] in [p["port"] for p in svc["spec"]["ports"]]
+    assert not [d for d in docs if d["kind"] == "WorkerAutoscaler"]
+    images = {c["image"] for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+              for c in d["spec"]["template"]["spec"]["containers"]}
+    assert "compliance-reporting:0123abcd" in images, images

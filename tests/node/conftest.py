@@ -11,6 +11,8 @@ chart as pods.
 * ``node_cluster`` (session): the cluster (tests/node/cluster.py), torn down at the end.
 * ``node_release`` (session): ``helm install`` of the chart with its defaults (images pointed at
   the local build, ``pullPolicy: Never``), every pod Ready; shared by the tier's tests.
+* ``scripts/skaffold-binary.sh`` (skaffold from its Go module) only when
+  ``test_skaffold_on_node.py`` is selected; ``test_scaling_hpa_on_node.py`` always runs last.
 
 Where the machine cannot run a container engine (not root, no overlay, no br_netfilter, or
 dockerd does not start) every test here is skipped with one line naming the reason, and the end
@@ -41,6 +43,9 @@ K8S_VERSION = os.environ.get("NODE_K8S_VERSION", "v1.35.4")
 _SKIP = pytest.StashKey[str]()
 _ERR = pytest.StashKey[str]()
 _ART = pytest.StashKey[dict[str, Path]]()
+_ITEMS = pytest.StashKey[list[pytest.Item]]()
+# Runs after every other test of the tier, whatever its file name: it leaves the API scaled up.
+LAST = "test_scaling_hpa_on_node.py"
 
 
 def _script(name: str, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
@@ -53,6 +58,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.node)
+    ours = [i for i in items if HERE in i.path.resolve().parents]
+    last = [i for i in ours if i.path.name == LAST]
+    if last and len(last) < len(ours):  # the HPA test moves behind the tier's other tests
+        rest = [i for i in items if i not in last]
+        end = max(k for k, i in enumerate(rest) if i in ours) + 1
+        items[:] = rest[:end] + last + rest[end:]
+    config.stash[_ITEMS] = ours
 
 
 def _prepare(config: pytest.Config) -> None:
@@ -87,7 +99,14 @@ def _prepare(config: pytest.Config) -> None:
     if images.returncode != 0:
         config.stash[_ERR] = f"scripts/node-images.sh failed ({images.returncode}):\n{images.stderr[-6000:]}"
         return
-    art["images"] = Path(images.stdout.strip().splitlines()[-1])
+    art["base"], art["images"] = (Path(p) for p in images.stdout.strip().splitlines()[-2:])
+    # skaffold from its Go module, only when its test is selected.
+    if any(item.path.name == "test_skaffold_on_node.py" for item in config.stash.get(_ITEMS, [])):
+        sk = _script("skaffold-binary.sh")
+        if sk.returncode != 0:
+            config.stash[_ERR] = f"scripts/skaffold-binary.sh failed ({sk.returncode}):\n{sk.stderr[-6000:]}"
+            return
+        art["skaffold"] = Path(sk.stdout.strip().splitlines()[-1])
     config.stash[_ART] = art
     print(f"\nnode tier: binaries and images ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
 
@@ -139,6 +158,13 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
         t0 = time.monotonic()
         cluster.stop()
         print(f"\nnode torn down in {time.monotonic() - t0:.1f}s {cluster.stop_timings}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def node_artifacts(node_cluster: NodeCluster, request: pytest.FixtureRequest) -> dict[str, Path]:
+    """What _prepare built: directories of binaries, the images archive, the base rootfs tarball
+    ("base") and, when its test is selected, skaffold ("skaffold")."""
+    return request.config.stash[_ART]
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* Pod template labels of one component: compliance.labels plus its component, each key once
+(strict YAML parsers, skaffold's post-renderer among them, refuse a repeated key):
+(dict "root" . "component" "api") */}}
+{{- define "compliance.podLabels" -}}
+{{ include "compliance.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
 {{- define "compliance.image" -}}
 {{- if .Values.image.digest -}}
 {{ .Values.image.repository }}@{{ .Values.image.digest }}

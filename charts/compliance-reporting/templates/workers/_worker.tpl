@@ -20,8 +20,7 @@ spec:
   template:
     metadata:
       labels:
-        {{- include "compliance.labels" $root | nindent 8 }}
-        {{- include "compliance.selectorLabels" (dict "root" $root "component" $component) | nindent 8 }}
+        {{- include "compliance.podLabels" (dict "root" $root "component" $component) | nindent 8 }}
         compliance.io/worker: "true"
       annotations:
         checksum/config: {{ include (print $root.Template.BasePath "/config/configmap.yaml") $root | sha256sum }}

@@ -118,7 +118,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if os.environ.get("COMPLIANCE_SKIP_NODE") == "1":
         config.stash[_SKIP] = "COMPLIANCE_SKIP_NODE=1"
         return
-    _prepare(config)
+    try:
+        _prepare(config)
+    finally:
+        # scripts/test.sh starts the rest of the suite once this tier's builds are done (or
+        # failed, or skipped): two heavy jobs at once on 2 cores cost more than they overlap.
+        ready = os.environ.get("COMPLIANCE_NODE_READY_FILE")
+        if ready:
+            Path(ready).touch()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]

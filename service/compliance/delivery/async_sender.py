@@ -60,8 +60,10 @@ class AsyncSender:
                  max_connections: int, allow_loopback: bool, resolver: ssrf.Resolver,
                  allowed_networks: tuple[ssrf.Network, ...] = ()) -> None:
         self._body_cap = body_cap
+        # One deadline for the exchange (no per-read timer: aiohttp re-arms that one on every
+        # chunk it receives, and the total already ends a receiver that trickles).
         self._timeout = aiohttp.ClientTimeout(total=connect_timeout + read_timeout,
-                                              connect=connect_timeout, sock_read=read_timeout)
+                                              connect=connect_timeout)
         self._connector_args: dict[str, Any] = {
             "limit": max_connections, "limit_per_host": 0, "use_dns_cache": False,
             "resolver": CheckedResolver(allow_loopback=allow_loopback, resolver=resolver,
@@ -89,7 +91,7 @@ class AsyncSender:
             async with self._client().post(url, data=body, headers=headers,
                                            allow_redirects=False) as response:
                 read = 0
-                while read < self._body_cap:
+                while read < self._body_cap and not response.content.at_eof():
                     chunk = await response.content.read(self._body_cap - read)
                     if not chunk:
                         break

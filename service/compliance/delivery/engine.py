@@ -178,7 +178,7 @@ class Deliverer:
                                            if env.deferred_since is not None else 0.0)
         env = env.model_copy(update={"attempts": env.attempts + 1, "history": [*env.history, attempt],
                                      "deferred_seconds": deferred, "deferred_since": None})
-        delay = policy.retry_delay(
+        delay = 0.0 if outcome.delivered else policy.retry_delay(
             retry_number=env.attempts,
             status_code=result.status_code,
             retry_after=(policy.parse_retry_after(result.retry_after)

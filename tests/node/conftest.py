@@ -43,7 +43,6 @@ K8S_VERSION = os.environ.get("NODE_K8S_VERSION", "v1.35.4")
 _SKIP = pytest.StashKey[str]()
 _ERR = pytest.StashKey[str]()
 _ART = pytest.StashKey[dict[str, Path]]()
-_ITEMS = pytest.StashKey[list[pytest.Item]]()
 # Runs after every other test of the tier, whatever its file name: it leaves the API scaled up.
 LAST = "test_scaling_hpa_on_node.py"
 
@@ -64,10 +63,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         rest = [i for i in items if i not in last]
         end = max(k for k, i in enumerate(rest) if i in ours) + 1
         items[:] = rest[:end] + last + rest[end:]
-    config.stash[_ITEMS] = ours
 
 
-def _prepare(config: pytest.Config) -> None:
+def _prepare(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Install, build and cache what the tier needs; record a skip reason or an error."""
     reason = preflight()
     if reason:
@@ -101,7 +99,7 @@ def _prepare(config: pytest.Config) -> None:
         return
     art["base"], art["images"] = (Path(p) for p in images.stdout.strip().splitlines()[-2:])
     # skaffold from its Go module, only when its test is selected.
-    if any(item.path.name == "test_skaffold_on_node.py" for item in config.stash.get(_ITEMS, [])):
+    if any(item.path.name == "test_skaffold_on_node.py" for item in items):  # selected ones only
         sk = _script("skaffold-binary.sh")
         if sk.returncode != 0:
             config.stash[_ERR] = f"scripts/skaffold-binary.sh failed ({sk.returncode}):\n{sk.stderr[-6000:]}"
@@ -119,7 +117,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         config.stash[_SKIP] = "COMPLIANCE_SKIP_NODE=1"
         return
     try:
-        _prepare(config)
+        _prepare(config, session.items)
     finally:
         # scripts/test.sh starts the rest of the suite once this tier's builds are done (or
         # failed, or skipped): two heavy jobs at once on 2 cores cost more than they overlap.
@@ -146,7 +144,7 @@ def node_cluster(request: pytest.FixtureRequest) -> Iterator[NodeCluster]:
     if _ERR in stash:
         pytest.fail(stash[_ERR], pytrace=False)
     if _ART not in stash:
-        _prepare(request.config)  # a test selected in an unusual way (e.g. by fixture only)
+        _prepare(request.config, request.session.items)  # a test selected in an unusual way (e.g. by fixture only)
         if _SKIP in stash:
             pytest.skip(f"node tier: {stash[_SKIP]}")
         if _ERR in stash:

@@ -3,6 +3,10 @@ and dead letter together, so a crash between two writes cannot leave them disagr
 
 Each method either runs its own transaction or, given ``pipe`` (a transactional pipeline, sync or
 asyncio), only queues its writes there: the asyncio engine commits many webhooks' steps at once.
+A caller's pipeline runs registered scripts by EVALSHA: an asyncio one must load ``scripts`` (the
+schedule's, the breakers' and this ledger's) before it executes, as the engine does on every
+flush (a sync one loads them itself); a script missing at EXEC would leave that step undone while
+the transaction's other writes commit.
 """
 
 from __future__ import annotations

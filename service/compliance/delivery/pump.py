@@ -81,7 +81,7 @@ class Pump:
         # When nearly full, wait for this many free slots before taking again: a take is a
         # script and a breaker pipeline (three round trips) whatever its size, and topping up
         # one slot at a time as each delivery ends cost more than the deliveries it fed.
-        self._min_take = max(1, max_in_flight // 16)
+        self._min_take = max(1, min(max_in_flight // 16, settings.delivery_sweep_batch))
         self._clock = clock
         self._redis: Any = None
         self._in_flight: set[asyncio.Task[None]] = set()

@@ -23,7 +23,6 @@ from prometheus_client.registry import REGISTRY, Collector
 log = logging.getLogger(__name__)
 
 
-
 @functools.cache
 def child(metric: Counter | Histogram, *values: str) -> Any:
     """``metric.labels(*values)``, kept: the delivery engine's hot path updates a few metrics per

@@ -112,9 +112,11 @@ def test_sigkill_under_steady_load_loses_nothing(api, receiver, start_worker):
     stop = threading.Event()
 
     def produce() -> None:
-        while not stop.is_set() and len(ids) < 600:
+        # Until every kill is done (the cap only bounds a run gone wrong): a producer that had
+        # stopped at a fixed count left a late round, on a slow machine, with nothing to deliver.
+        while not stop.is_set() and len(ids) < 3000:
             ids.extend(submit(api, receiver.url(), 5))
-            stop.wait(0.05)
+            stop.wait(0.1)
 
     steady = start_worker(kind="deliveries", concurrency=8, name="steady")
     producer = threading.Thread(target=produce)
